@@ -213,7 +213,8 @@ def test_an_interrupted_run_is_completed(tmp_path, monkeypatch):
 
 
 def test_bad_parameters(tmp_path):
-    for kwargs, match in (({"n": 0}, "n="), ({"seed": -1}, "seed"), ({"test_fraction": 1.0}, "test_fraction")):
+    cases = (({"n": 0}, "n="), ({"seed": -1}, "seed"), ({"test_fraction": 1.0}, "test_fraction"))
+    for kwargs, match in cases:
         with pytest.raises(ValueError, match=match):
             generate(tmp_path / "x", size=48, **kwargs)
     assert not (tmp_path / "x").exists()

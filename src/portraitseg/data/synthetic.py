@@ -34,6 +34,7 @@ import io
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -658,6 +659,15 @@ def verify(root: str | os.PathLike) -> list[str]:
     return problems
 
 
+def _progress_bar(enabled: bool):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeRemainingColumn(), transient=True, console=Console(stderr=True),
+                    disable=not (enabled and sys.stderr.isatty()))
+
+
 def _params(n: int, seed: int, size, test_fraction: float) -> dict:
     if not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n={n!r}: the number of samples must be a positive integer")
@@ -671,7 +681,7 @@ def _params(n: int, seed: int, size, test_fraction: float) -> dict:
 
 def generate(root: str | os.PathLike = DEFAULT_ROOT, n: int = 64, seed: int = 0,
              size: int | tuple[int, int] = 256, force: bool = False,
-             test_fraction: float = 0.2) -> Path:
+             test_fraction: float = 0.2, progress: bool = False) -> Path:
     """Write ``n`` synthetic portraits and their layers under ``root`` (HELEN* layout).
 
     An intact dataset generated with the same parameters is reused as is. A dataset generated with
@@ -686,6 +696,7 @@ def generate(root: str | os.PathLike = DEFAULT_ROOT, n: int = 64, seed: int = 0,
         size: ``S`` or ``(H, W)`` in pixels.
         force: regenerate even if the dataset exists.
         test_fraction: share of samples listed in ``test.txt``.
+        progress: show a progress bar (when stderr is a terminal).
 
     Returns:
         ``root`` as a :class:`~pathlib.Path`.
@@ -728,13 +739,17 @@ def generate(root: str | os.PathLike = DEFAULT_ROOT, n: int = 64, seed: int = 0,
         (root / stale).unlink(missing_ok=True)
 
     digests: dict[str, str] = {}
-    for i, files in plan.items():
-        sample = make_sample(i, params["seed"], tuple(params["size"]))
-        for key, array in (("image", sample.image), ("label", sample.label),
-                           ("background", sample.background), ("foreground", sample.foreground)):
-            data = _png_bytes(array)
-            _write_atomic(root / files[key], data)
-            digests[files[key]] = hashlib.sha256(data).hexdigest()
+    with _progress_bar(progress) as bar:
+        task = bar.add_task(f"synthetic portraits -> {root}", total=len(plan))
+        for i, files in plan.items():
+            sample = make_sample(i, params["seed"], tuple(params["size"]))
+            for key, array in (("image", sample.image), ("label", sample.label),
+                               ("background", sample.background),
+                               ("foreground", sample.foreground)):
+                data = _png_bytes(array)
+                _write_atomic(root / files[key], data)
+                digests[files[key]] = hashlib.sha256(data).hexdigest()
+            bar.advance(task)
     for split, ids in _split(params["n"], test_fraction).items():
         lines = "".join(f"{plan[i]['image']} {plan[i]['label']}\n" for i in ids).encode()
         _write_atomic(root / f"{split}.txt", lines)
@@ -817,7 +832,7 @@ def run_synth(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
         root = generate(args.root, n=args.n, seed=args.seed, size=args.size, force=args.force,
-                        test_fraction=args.test_fraction)
+                        test_fraction=args.test_fraction, progress=True)
     except (FileExistsError, NotADirectoryError, ValueError) as err:
         print(f"error: {err}")
         return 2
