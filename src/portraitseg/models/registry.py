@@ -77,6 +77,7 @@ def _smp(arch: str) -> Callable[..., nn.Module]:
 
 def _tv_fcn(encoder_name: str, encoder_weights: str | None, classes: int) -> nn.Module:
     """torchvision's dilated FCN-ResNet50/101; ``coco`` loads its COCO-VOC weights."""
+    from torchvision import models as tvmodels
     from torchvision.models import segmentation as tvseg
 
     builders = {"resnet50": tvseg.fcn_resnet50, "resnet101": tvseg.fcn_resnet101}
@@ -88,8 +89,11 @@ def _tv_fcn(encoder_name: str, encoder_weights: str | None, classes: int) -> nn.
     if encoder_weights is None:
         model = build(weights=None, weights_backbone=None, num_classes=classes, aux_loss=False)
     else:
+        enum = (tvseg.FCN_ResNet50_Weights if encoder_name == "resnet50" else tvseg.FCN_ResNet101_Weights)
+        backbone = getattr(tvmodels, f"ResNet{encoder_name[6:]}_Weights")
+        url = (enum.DEFAULT if encoder_weights == "coco" else backbone.DEFAULT).url
         with weights_source(f"torchvision {encoder_weights} weights for fcn_{encoder_name}",
-                            TORCHVISION_HOST, torch_hub_dir()):
+                            TORCHVISION_HOST, torch_hub_dir(), files=[url.rsplit("/", 1)[-1]]):
             if encoder_weights == "coco":
                 model = build(weights="DEFAULT", aux_loss=True)
             else:
