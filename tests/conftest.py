@@ -1,0 +1,73 @@
+"""Shared fixtures: the real HELEN* copy (skipped visibly when absent) and tiny on-disk layouts."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+# Tests use tiny models: one intra-op thread each is as fast and avoids oversubscribing the
+# 2-core machines when pytest starts training subprocesses (inherited through the env).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+
+REPO = Path(__file__).resolve().parents[1]
+HELENSTAR = Path(os.environ.get("PORTRAITSEG_HELENSTAR", REPO.parent / "shared" / "data" / "helenstar"))
+
+
+@pytest.fixture(scope="session")
+def helenstar_root() -> Path:
+    """The real HELEN* training split at ../shared/data/helenstar (CI has it)."""
+    if not (HELENSTAR / "train.txt").is_file():
+        pytest.skip(f"real HELEN* data not found at {HELENSTAR} (set PORTRAITSEG_HELENSTAR)")
+    return HELENSTAR
+
+
+def face_label(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """A small Helen-like label map: hair, skin, brows/eyes left and right, nose, lips."""
+    label = np.zeros((h, w), np.uint8)
+    label[: h // 3, w // 5 : 4 * w // 5] = 10
+    label[h // 4 : 7 * h // 8, w // 4 : 3 * w // 4] = 1
+    cy, cx = h // 2, w // 2
+    label[cy - 6 : cy - 4, cx - 12 : cx - 4] = 2
+    label[cy - 6 : cy - 4, cx + 4 : cx + 12] = 3
+    label[cy - 3 : cy - 1, cx - 11 : cx - 5] = 4
+    label[cy - 3 : cy - 1, cx + 5 : cx + 11] = 5
+    label[cy : cy + 4, cx - 2 : cx + 2] = 6
+    label[cy + 6, cx - 5 : cx + 5] = 7
+    label[cy + 7, cx - 4 : cx + 4] = 8
+    label[cy + 8, cx - 5 : cx + 5] = 9
+    shift = int(rng.integers(-2, 3))
+    return np.roll(label, shift, axis=1)
+
+
+def write_pair(image_path: Path, label_path: Path | None, h: int, w: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    label = face_label(h, w, rng)
+    image = (rng.random((h, w, 3)) * 60 + np.array([40, 80, 120])).astype(np.uint8)
+    image[label > 0] = (np.asarray([200, 150, 120]) * 0.8).astype(np.uint8)
+    image_path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(image_path)
+    if label_path is not None:
+        label_path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(label).save(label_path)
+    return label
+
+
+@pytest.fixture
+def tiny_helenstar(tmp_path: Path) -> Path:
+    """A HELEN*-layout dataset: 10 train + 4 test pairs of 64x64."""
+    root = tmp_path / "helenstar"
+    for split, n in (("train", 10), ("test", 4)):
+        lines = []
+        for i in range(n):
+            img = f"{split}/images/image_{i}.png"
+            lbl = f"{split}/labels/label_{i}.png"
+            write_pair(root / img, root / lbl, 64, 64, seed=i + (100 if split == "test" else 0))
+            lines.append(f"{img} {lbl}")
+        (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    return root
