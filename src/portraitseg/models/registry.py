@@ -126,6 +126,34 @@ def encoder_normalization(encoder_name: str) -> tuple[tuple[float, ...], tuple[f
     return IMAGENET_MEAN, IMAGENET_STD
 
 
+def check_encoder(encoder_name: str) -> None:
+    """Raise ``ValueError`` listing the known names if ``encoder_name`` is not an smp encoder or
+    ``tu-<timm model>``."""
+    import difflib
+
+    if encoder_name.startswith("tu-"):
+        import timm
+
+        if timm.is_model(encoder_name[3:]):
+            return
+        close = difflib.get_close_matches(encoder_name[3:], timm.list_models(), n=5)
+        raise ValueError(
+            f"unknown encoder {encoder_name!r}: timm has no model {encoder_name[3:]!r}"
+            + (f"; close: {', '.join('tu-' + c for c in close)}" if close else "")
+            + " (timm.list_models() lists them all)"
+        )
+    import segmentation_models_pytorch as smp
+
+    known = smp.encoders.get_encoder_names()
+    if encoder_name not in known:
+        close = difflib.get_close_matches(encoder_name, known, n=3)
+        raise ValueError(
+            f"unknown encoder {encoder_name!r}"
+            + (f" (did you mean {', '.join(close)}?)" if close else "")
+            + f"; known: {', '.join(known)}, or tu-<any timm model> (e.g. tu-efficientnet_lite0)"
+        )
+
+
 def create_model(
     arch: str = "fcn",
     encoder_name: str = "resnet50",
@@ -147,14 +175,8 @@ def create_model(
     if arch not in MODELS:
         raise ValueError(f"unknown model arch {arch!r}; known: {', '.join(sorted(MODELS))}")
     builder, stride = MODELS[arch]
-    try:
-        net = builder(encoder_name, encoder_weights, classes, **kwargs)
-    except KeyError as err:
-        import segmentation_models_pytorch as smp
-
-        known = ", ".join(smp.encoders.get_encoder_names())
-        raise ValueError(
-            f"unknown encoder {encoder_name!r} ({err}); known: {known}, or tu-<any timm model>"
-        ) from None
+    if arch != "tv_fcn":
+        check_encoder(encoder_name)
+    net = builder(encoder_name, encoder_weights, classes, **kwargs)
     mean, std = encoder_normalization(encoder_name)
     return Segmenter(net, classes, mean, std, stride)
