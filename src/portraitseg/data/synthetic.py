@@ -282,6 +282,7 @@ def _person(rng: np.random.Generator, cv: _Canvas) -> list[_Layer]:
     norm = float(np.sqrt(lx * lx + ly * ly + lz * lz))
     lx, ly, lz = lx / norm, ly / norm, lz / norm
     exposure = rng.uniform(0.85, 1.1)
+    blush_amount = rng.uniform(0, 0.12)
     skin_noise = _value_noise(rng, (h, w), 24)
     layers: list[_Layer] = []
 
@@ -296,8 +297,6 @@ def _person(rng: np.random.Generator, cv: _Canvas) -> list[_Layer]:
             + np.exp(-((u - 0.55 * a) ** 2 + (v - 0.25 * b) ** 2) / (0.3 * a) ** 2))
         tint = 1 + blush[..., None] * np.array([0.3, -0.25, -0.25], np.float32)
         return skin * shading[..., None] * tint, shading
-
-    blush_amount = rng.uniform(0, 0.12)
 
     # Clothes: shoulders widening downwards, in a frame that follows only part of the tilt.
     neck_x, neck_y = face.to_image(0.0, 1.3 * b)
