@@ -1,28 +1,32 @@
-"""Data layer: layouts on disk, the dataset, transforms, the datamodule, synthetic data."""
+"""Data layer: layouts on disk, the dataset, transforms, the datamodule, synthetic data.
 
+Attributes are imported lazily (PEP 562), so ``python -m portraitseg.data synth`` and the
+downloader do not pay for importing Lightning and albumentations.
+"""
+
+import importlib
 import os
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations would query PyPI at import
 
-from portraitseg.data.datamodule import HelenDataModule, carve_split  # noqa: E402
-from portraitseg.data.dataset import HelenDataset, collate, load_sample  # noqa: E402
-from portraitseg.data.layouts import (  # noqa: E402
-    LAYOUTS,
-    DatasetNotFoundError,
-    Sample,
-    detect_layout,
-    discover,
-)
+_EXPORTS = {
+    "HelenDataModule": "datamodule",
+    "carve_split": "datamodule",
+    "HelenDataset": "dataset",
+    "collate": "dataset",
+    "load_sample": "dataset",
+    "LAYOUTS": "layouts",
+    "DatasetNotFoundError": "layouts",
+    "Sample": "layouts",
+    "detect_layout": "layouts",
+    "discover": "layouts",
+}
+__all__ = sorted(_EXPORTS)
 
-__all__ = [
-    "LAYOUTS",
-    "DatasetNotFoundError",
-    "HelenDataModule",
-    "HelenDataset",
-    "Sample",
-    "carve_split",
-    "collate",
-    "detect_layout",
-    "discover",
-    "load_sample",
-]
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"portraitseg.data.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
