@@ -1,0 +1,521 @@
+"""Whole-person subject: extend a face parse to the head, neck, shoulders and torso.
+
+Helen labels (and models trained on them) cover the face and hair only, so a portrait rendered
+from a face parse keeps a sharp floating head over a blurred body. :func:`person_alpha` extends the
+subject classically, with no extra training data:
+
+1. The photo and the face parse are resized to a small *working* grid (``work_size`` pixels on
+   the long side, independent of the photo size, so a 12 MP photo costs what a 0.05 MP one does).
+2. Every connected face region (skin and facial features) gives a face geometry (:class:`Face`:
+   box, tilt from the principal axis of its pixels, size, chin), robust to faces cut by the image
+   border (the size comes from the larger of height and 1.3 x width; the chin is the lowest part).
+3. A torso prior hangs below each face: a neck, then shoulders widening downwards, scaled by the
+   face size, following part of its tilt, clipped to the image (:func:`torso_prior`).
+4. OpenCV GrabCut (colour GMMs + a graph cut) segments the working image seeded with the parsed
+   face and hair as sure foreground, the torso prior as probable foreground, a margin around it as
+   probable background and everything far from any person as sure background. Foreground
+   regions not connected to a face are dropped.
+5. Selective blurring still applies inside the person: ``alpha = max(person, P(kept classes)) *
+   (1 - P(face classes not kept))``, so e.g. ``keep=hair`` blurs the face even inside the person.
+
+The result is an alpha at the working resolution; the renderer upsamples it and snaps it to the
+photo's edges with its guided filter (:func:`portraitseg.render.render_portrait`, ``refine``).
+
+This is a **non-differentiable preprocessing step** (NumPy/OpenCV on the CPU; tensors are detached).
+The renderer stays differentiable with respect to the alpha it is given; to train through the
+render, pass alphas/probabilities directly (``subject=face``) as :mod:`portraitseg.render.loss` does.
+
+Failures never raise: no face found leaves the photo sharp (no blur), faces too small for a body
+estimate (or a failed graph cut) fall back to the face-parse mask, each with a warning string
+returned to the caller (the CLI prints them per file).
+
+Users with person masks can train a 2-class person segmenter instead (``python train.py
+experiment=person data.root=...``) and use :func:`person_alpha_from_model`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from portraitseg.classes import CLASS_NAMES, NUM_CLASSES, SUBJECT_CLASSES
+from portraitseg.render.alpha import check_keep, check_range
+from portraitseg.render.blur import check_blur_input
+
+SUBJECTS: tuple[str, ...] = ("person", "face")
+
+#: Defaults of :func:`person_alpha` (= the ``person:`` block of ``conf/render/*.yaml``).
+PERSON_DEFAULTS: dict[str, Any] = {
+    "work_size": 192,
+    "min_face": 0.05,
+    "iterations": 2,
+    "shoulder_width": 2.3,
+    "margin": 0.8,
+}
+
+#: Face core (skin and facial features) and facial features of the Helen parse.
+HAIR = CLASS_NAMES.index("hair")
+FACE_CORE: tuple[int, ...] = tuple(c for c in SUBJECT_CLASSES if c != HAIR)
+FEATURES: tuple[int, ...] = tuple(c for c in FACE_CORE if CLASS_NAMES[c] != "skin")
+#: The smallest face height, in working pixels, that gets a body, whatever ``min_face`` says.
+MIN_FACE_PX = 6
+#: Height / width of a face (skin region) used to size faces cut by the image border.
+FACE_ASPECT = 1.3
+#: Largest face tilt (degrees) trusted for the body direction; beyond it the body hangs straight down.
+MAX_TILT_DEG = 40.0
+#: How fast the torso prior (probable person) and the region the person may occupy widen downwards.
+BODY_SLOPE, REGION_SLOPE = 0.4, 1.0
+#: GrabCut needs a few samples of each GMM's colours; below this it is skipped.
+MIN_GMM_SAMPLES = 50
+#: OpenCV's GrabCut initialises its GMMs with k-means++ from OpenCV's global RNG: seeded per call.
+GRABCUT_SEED = 0
+
+
+@dataclass(frozen=True)
+class Face:
+    """Geometry of one connected face region, in working-grid pixels.
+
+    Attributes:
+        box: ``(x0, y0, x1, y1)`` bounding box (exclusive end).
+        centroid: ``(x, y)`` mean of the face pixels.
+        chin: ``(x, y)`` the lowest point of the face along its axis (the body hangs from it).
+        tilt: angle of the face's down axis from the image vertical in radians (positive = the
+            chin is to the left of the forehead, i.e. head leaning to the viewer's right... see
+            :func:`face_geometry`); 0 when the axis is unreliable.
+        size: face half-height in pixels (from its visible extent, robust to border cuts).
+        area: number of face pixels.
+        cut: whether the face touches the image border.
+    """
+
+    box: tuple[int, int, int, int]
+    centroid: tuple[float, float]
+    chin: tuple[float, float]
+    tilt: float
+    size: float
+    area: int
+    cut: bool
+
+
+def check_person_options(*, work_size: int, min_face: float, iterations: int, shoulder_width: float,
+                         margin: float) -> None:
+    """Raise ``ValueError`` naming the option for any bad person-extension option."""
+    if int(work_size) != work_size or work_size < 32:
+        raise ValueError(f"person option work_size={work_size!r} must be an integer >= 32 (pixels, long side)")
+    if not 0 <= min_face < 1:
+        raise ValueError(f"person option min_face={min_face!r} must be in [0, 1) (face height / short side)")
+    if int(iterations) != iterations or not 1 <= iterations <= 10:
+        raise ValueError(f"person option iterations={iterations!r} must be an integer in 1..10")
+    if not shoulder_width > 0:
+        raise ValueError(f"person option shoulder_width={shoulder_width!r} must be > 0 (face widths)")
+    if not margin >= 0:
+        raise ValueError(f"person option margin={margin!r} must be >= 0 (face widths)")
+
+
+def working_size(height: int, width: int, work_size: int) -> tuple[int, int]:
+    """``(h, w)`` of the working grid: long side ``min(work_size, max(H, W))``, aspect kept."""
+    scale = min(1.0, work_size / max(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def resize_tensor(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resize ``(B, C, H, W)`` to ``size`` (bilinear; antialiased when shrinking).
+
+    Large reductions first take every k-th pixel (k <= half the reduction), so a 12 MP photo
+    is not read in full; the antialiased bilinear pass then averages over >= 2 input pixels.
+    """
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    step = max(1, int(min(x.shape[-2] / size[0], x.shape[-1] / size[1]) // 2))
+    if step > 1:
+        x = x[..., ::step, ::step]
+    shrink = x.shape[-2] > size[0] or x.shape[-1] > size[1]
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)
+
+
+def face_geometry(component: np.ndarray, features: np.ndarray | None = None) -> Face:
+    """Measure a face from its ``(h, w)`` boolean mask (one connected region).
+
+    The face axis is the principal axis of the pixel coordinates (second moments), oriented
+    downwards; when the region is nearly round it is the direction from the eyes/brows to the
+    mouth if ``features`` (``(h, w)`` int class ids of the parse) shows both, else vertical.
+    Tilts beyond ``MAX_TILT_DEG`` are not trusted (faces cut by the border, lying people) and
+    replaced by 0. The size (half-height) is the larger of the visible extent along the axis and
+    ``FACE_ASPECT`` x the extent across it (robust percentiles), so a face cut by a side or the
+    top border keeps its size; the chin is the lowest part of the face along the axis.
+    """
+    ys, xs = np.nonzero(component)
+    if len(xs) == 0:
+        raise ValueError("face_geometry needs a non-empty face mask")
+    h, w = component.shape
+    pts = np.stack([xs, ys], 1).astype(np.float64) + 0.5
+    centre = pts.mean(0)
+    d = pts - centre
+    cov = d.T @ d / len(pts)
+    evals, evecs = np.linalg.eigh(cov)  # ascending
+    down = evecs[:, 1]
+    if evals[1] < 1.15 * evals[0]:  # nearly round: the moments do not give an axis
+        down = np.array([0.0, 1.0])
+        if features is not None:
+            upper = np.isin(features, [c for c in FEATURES if CLASS_NAMES[c].endswith(("brow", "eye"))])
+            lower = np.isin(features, [c for c in FEATURES if CLASS_NAMES[c].endswith(("lip", "mouth"))])
+            upper, lower = upper & component, lower & component
+            if upper.any() and lower.any():
+                uy, ux = np.nonzero(upper)
+                ly, lx = np.nonzero(lower)
+                v = np.array([lx.mean() - ux.mean(), ly.mean() - uy.mean()])
+                if np.hypot(*v) > 0:
+                    down = v / np.hypot(*v)
+    if down[1] < 0:
+        down = -down
+    tilt = math.atan2(-down[0], down[1])  # 0 = upright; > 0 = face axis rotated clockwise
+    if abs(math.degrees(tilt)) > MAX_TILT_DEG:
+        tilt, down = 0.0, np.array([0.0, 1.0])
+    right = np.array([down[1], -down[0]])
+    along, across = d @ down, d @ right
+    lo, hi = np.percentile(along, [0.5, 99.5])
+    left, rgt = np.percentile(across, [0.5, 99.5])
+    size = max(float(hi - lo) / 2, FACE_ASPECT * float(rgt - left) / 2, 0.5)
+    low = along >= hi - 0.15 * (hi - lo)  # the bottom 15 % of the face: the chin
+    chin = centre + hi * down + float(np.median(across[low])) * right
+    y0, x0 = int(ys.min()), int(xs.min())
+    y1, x1 = int(ys.max()) + 1, int(xs.max()) + 1
+    return Face(box=(x0, y0, x1, y1), centroid=(float(centre[0]), float(centre[1])),
+                chin=(float(chin[0]), float(chin[1])), tilt=float(tilt), size=size, area=len(xs),
+                cut=x0 == 0 or y0 == 0 or x1 == w or y1 == h)
+
+
+def find_faces(labels: np.ndarray, min_face: float = PERSON_DEFAULTS["min_face"]) -> tuple[list[Face], list[Face]]:
+    """Faces in a Helen label map ``(h, w)``: ``(faces, too_small)``.
+
+    A face is a connected region (8-connectivity) of skin + facial-feature pixels that contains
+    facial features (brows, eyes, nose, lips or mouth), so skin-coloured arms predicted as skin
+    do not grow bodies. Faces shorter than ``max(min_face * min(h, w), MIN_FACE_PX)`` are
+    returned in ``too_small``.
+    """
+    core = np.isin(labels, FACE_CORE)
+    if not core.any():
+        return [], []
+    count, comp = cv2.connectedComponents(core.astype(np.uint8), connectivity=8)
+    has_feature = np.zeros(count, bool)
+    has_feature[np.unique(comp[np.isin(labels, FEATURES)])] = True
+    limit = max(min_face * min(labels.shape), MIN_FACE_PX)
+    faces, small = [], []
+    for i in range(1, count):
+        if not has_feature[i]:
+            continue
+        face = face_geometry(comp == i, labels)
+        (faces if 2 * face.size >= limit else small).append(face)
+    return faces, small
+
+
+def _frame_points(origin: tuple[float, float], tilt: float, uv: Sequence[tuple[float, float]]) -> np.ndarray:
+    """Points ``(u, v)`` of a frame rotated by ``tilt`` at ``origin`` -> int32 image ``(x, y)``."""
+    c, s = math.cos(tilt), math.sin(tilt)
+    pts = [(origin[0] + c * u - s * v, origin[1] + s * u + c * v) for u, v in uv]
+    return np.round(np.asarray(pts)).astype(np.int32)
+
+
+def torso_prior(faces: Sequence[Face], shape: tuple[int, int], *,
+                shoulder_width: float = PERSON_DEFAULTS["shoulder_width"],
+                margin: float = PERSON_DEFAULTS["margin"]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Body priors below faces on an ``(h, w)`` grid: ``(neck, body, region)`` boolean masks.
+
+    For a face of half-height ``s`` and half-width ``a = s / FACE_ASPECT`` hanging from its chin:
+    ``neck`` is a short strip under the chin (``0.25 a`` wide each side, ``0.3 s`` down: almost
+    surely the person, whatever they wear); ``body`` is the neck (``0.55 a``) continued by shoulders
+    sloping out to ``shoulder_width * a`` and sides widening downwards (slope 0.35) to the image
+    bottom, the neck following the face tilt and the body half of it; ``region`` is where the
+    person may be at all: the body widened by ``margin * a`` plus the face box grown by ``0.6 s``.
+    Everything is clipped to the grid.
+    """
+    h, w = shape
+    neck = np.zeros((h, w), np.uint8)
+    body = np.zeros((h, w), np.uint8)
+    region = np.zeros((h, w), np.uint8)
+    far = 4.0 * (h + w)  # "to the image bottom": far enough for any face position
+    for f in faces:
+        s = f.size
+        a = s / FACE_ASPECT
+        cv2.fillPoly(neck, [_frame_points(f.chin, f.tilt, [(-0.25 * a, -0.1 * s), (0.25 * a, -0.1 * s),
+                                                             (0.25 * a, 0.6 * s), (-0.25 * a, 0.6 * s)])], 1)
+        cv2.fillPoly(neck, [_frame_points(f.chin, 0.5 * f.tilt, [(-0.8 * a, 0.9 * s), (0.8 * a, 0.9 * s),
+                                                                   (0.8 * a, 2.5 * s), (-0.8 * a, 2.5 * s)])], 1)
+        cv2.fillPoly(body, [_frame_points(f.chin, f.tilt, [(-0.55 * a, -0.3 * s), (0.55 * a, -0.3 * s),
+                                                             (0.6 * a, 0.5 * s), (-0.6 * a, 0.5 * s)])], 1)
+        sw = shoulder_width * a
+        for extra, slope, target in ((0.0, BODY_SLOPE, body), (margin * a, REGION_SLOPE, region)):
+            half = sw + extra
+            outline = [(-0.6 * a - extra, 0.25 * s - extra), (0.6 * a + extra, 0.25 * s - extra),
+                       (0.55 * half, 0.38 * s - extra), (0.85 * half, 0.55 * s - extra),
+                       (half, 0.8 * s), (half + slope * far, 0.8 * s + far),
+                       (-half - slope * far, 0.8 * s + far), (-half, 0.8 * s),
+                       (-0.85 * half, 0.55 * s - extra), (-0.55 * half, 0.38 * s - extra)]
+            cv2.fillPoly(target, [_frame_points(f.chin, 0.5 * f.tilt, outline)], 1)
+        x0, y0, x1, y1 = f.box
+        g = 0.6 * s
+        region[max(0, int(y0 - g)):int(y1 + g) + 1, max(0, int(x0 - g)):int(x1 + g) + 1] = 1
+    region |= body
+    return neck.astype(bool), body.astype(bool), region.astype(bool)
+
+
+def grabcut_person(image: np.ndarray, sure: np.ndarray, body: np.ndarray, region: np.ndarray,
+                   iterations: int = PERSON_DEFAULTS["iterations"]) -> tuple[np.ndarray, str | None]:
+    """Segment the person with GrabCut: ``(person (h, w) bool, warning or None)``.
+
+    Args:
+        image: ``(h, w, 3)`` uint8 RGB working image.
+        sure: sure foreground (parsed face and hair, neck strip).
+        body: probable foreground (the torso prior).
+        region: where the person may be; outside it is sure background.
+        iterations: GrabCut iterations (GMM re-estimation + graph cut).
+
+    Runs on the bounding box of ``region`` (plus a margin of sure background, for the background
+    colour model). Without enough background or foreground samples (a face filling the frame),
+    or if OpenCV fails, returns ``sure | body`` with a warning instead. Deterministic: OpenCV's
+    RNG is seeded with ``GRABCUT_SEED`` before the call.
+    """
+    h, w = sure.shape
+    fallback = sure | body
+    mask = np.full((h, w), cv2.GC_BGD, np.uint8)
+    mask[region] = cv2.GC_PR_BGD
+    mask[body] = cv2.GC_PR_FGD
+    mask[sure] = cv2.GC_FGD
+    ys, xs = np.nonzero(region | sure)
+    pad = max(4, round(0.05 * max(h, w)))
+    y0, y1 = max(0, ys.min() - pad), min(h, ys.max() + 1 + pad)
+    x0, x1 = max(0, xs.min() - pad), min(w, xs.max() + 1 + pad)
+    crop = mask[y0:y1, x0:x1].copy()
+    bg = np.count_nonzero((crop == cv2.GC_BGD) | (crop == cv2.GC_PR_BGD))
+    fg = np.count_nonzero((crop == cv2.GC_FGD) | (crop == cv2.GC_PR_FGD))
+    if bg < MIN_GMM_SAMPLES or fg < MIN_GMM_SAMPLES:
+        return fallback, None  # the person fills the frame (or is a speck): the prior is the answer
+    try:
+        cv2.setRNGSeed(GRABCUT_SEED)
+        bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+        cv2.grabCut(np.ascontiguousarray(image[y0:y1, x0:x1]), crop, None, bgd, fgd, int(iterations),
+                    cv2.GC_INIT_WITH_MASK)
+    except cv2.error as err:
+        first = str(err).strip().splitlines()[-1] if str(err).strip() else "error"
+        return fallback, f"person extension: GrabCut failed ({first}); using the torso prior as the person"
+    person = np.zeros((h, w), bool)
+    person[y0:y1, x0:x1] = (crop == cv2.GC_FGD) | (crop == cv2.GC_PR_FGD)
+    # Keep only the foreground connected to the seeds (no islands in the background).
+    count, comp = cv2.connectedComponents(person.astype(np.uint8), connectivity=8)
+    seeded = np.unique(comp[sure & person])
+    keep = np.zeros(count, bool)
+    keep[seeded[seeded > 0]] = True
+    return keep[comp] | sure, None
+
+
+def _check_inputs(image: torch.Tensor, scores: torch.Tensor, name: str) -> None:
+    check_blur_input(image)
+    if image.shape[1] != 3:
+        raise ValueError(f"image must have shape (B, 3, H, W), got {tuple(image.shape)}")
+    check_range(image, "image", hint="; scale uint8 photos with image.float() / 255")
+    check_blur_input(scores, name)
+    if scores.shape[0] != image.shape[0]:
+        raise ValueError(f"{name} batch {scores.shape[0]} does not match image batch {image.shape[0]}")
+
+
+def combine_person(person: torch.Tensor, probs: torch.Tensor | None,
+                   keep: Sequence[int] = SUBJECT_CLASSES) -> torch.Tensor:
+    """The subject inside a person mask: ``max(person, P(kept)) * (1 - P(face classes not kept))``.
+
+    Args:
+        person: person probability ``(B, 1, h, w)`` in [0, 1].
+        probs: face-parse probabilities ``(B, K, h, w)`` on the same grid, or None (-> ``person``).
+        keep: kept class ids; the non-background classes not in ``keep`` are blurred even inside
+            the person (selective blurring), the kept ones are sharp even outside it.
+
+    Returns:
+        alpha ``(B, 1, h, w)`` in [0, 1]. Differentiable (but the person masks of
+        :func:`person_alpha` are not).
+    """
+    if probs is None:
+        return person.clamp(0.0, 1.0)
+    k = probs.shape[1]
+    kept = probs[:, list(keep)].sum(1, keepdim=True)
+    dropped = [c for c in range(1, k) if c not in keep]
+    alpha = torch.maximum(person, kept)
+    if dropped:
+        alpha = alpha * (1.0 - probs[:, dropped].sum(1, keepdim=True))
+    return alpha.clamp(0.0, 1.0)
+
+
+def person_alpha(
+    image: torch.Tensor,
+    probs: torch.Tensor,
+    keep: Sequence[int] = SUBJECT_CLASSES,
+    *,
+    work_size: int = PERSON_DEFAULTS["work_size"],
+    min_face: float = PERSON_DEFAULTS["min_face"],
+    iterations: int = PERSON_DEFAULTS["iterations"],
+    shoulder_width: float = PERSON_DEFAULTS["shoulder_width"],
+    margin: float = PERSON_DEFAULTS["margin"],
+) -> tuple[torch.Tensor, list[str]]:
+    """Subject alpha covering the whole person, from a Helen face parse (non-differentiable).
+
+    Args:
+        image: photo ``(B, 3, H, W)`` float in [0, 1], any size (usually full resolution).
+        probs: face-parse class probabilities ``(B, 11, h, w)`` (softmax, at model resolution).
+        keep: class ids kept sharp (selective blurring); face classes not in ``keep`` are
+            blurred even inside the person. Default: all non-background classes.
+        work_size: long side of the working grid in pixels (the photo is never upsampled).
+        min_face: faces shorter than this fraction of the short side (or ``MIN_FACE_PX``
+            working pixels) get no body, only their face mask.
+        iterations: GrabCut iterations.
+        shoulder_width: shoulder half-width of the torso prior, in face half-widths.
+        margin: how far beyond the torso prior (in face half-widths) the person may extend.
+
+    Returns:
+        ``(alpha, warnings)``: alpha ``(B, 1, h', w')`` in [0, 1] on the working grid (same
+        dtype and device as ``image``; upsample and refine it with the renderer), and one
+        message per fallback taken (prefixed with the batch index when ``B > 1``).
+
+    Raises:
+        TypeError / ValueError: bad shapes, dtypes, values, ``keep`` ids or options.
+    """
+    check_person_options(work_size=work_size, min_face=min_face, iterations=iterations,
+                         shoulder_width=shoulder_width, margin=margin)
+    _check_inputs(image, probs, "probs")
+    if probs.shape[1] != NUM_CLASSES:
+        raise ValueError(
+            f"person_alpha needs a Helen face parse with {NUM_CLASSES} classes, got probs of shape "
+            f"{tuple(probs.shape)}; for a 2-class person model use person_alpha_from_model"
+        )
+    check_range(probs, "probs", hint="; pass softmax probabilities, not logits")
+    keep = check_keep(keep, probs.shape[1])
+    size = working_size(image.shape[-2], image.shape[-1], int(work_size))
+    with torch.no_grad():
+        small = resize_tensor(image.detach().float(), size)
+        pw = resize_tensor(probs.detach().float(), size).clamp(0.0, 1.0)
+        rgb = (small.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        labels = pw.argmax(1).cpu().numpy()
+    persons, warnings = [], []
+    for b in range(image.shape[0]):
+        person, notes = _person_mask(rgb[b], labels[b], min_face=min_face, iterations=int(iterations),
+                                     shoulder_width=shoulder_width, margin=margin)
+        persons.append(person)
+        warnings += [f"image {b}: {n}" if image.shape[0] > 1 else n for n in notes]
+    person = torch.from_numpy(np.stack(persons)[:, None]).to(pw)
+    alpha = combine_person(person, pw, keep)
+    return alpha.to(device=image.device, dtype=image.dtype), warnings
+
+
+def _person_mask(rgb: np.ndarray, labels: np.ndarray, *, min_face: float, iterations: int,
+                 shoulder_width: float, margin: float) -> tuple[np.ndarray, list[str]]:
+    """Person mask ``(h, w)`` float32 (1 = person; NaN-free) and warnings for one image.
+
+    The fallbacks return ones (no face at all: no blur) or zeros (the face-parse mask then
+    makes the subject alone, through the union with the kept classes).
+    """
+    h, w = labels.shape
+    faces, small = find_faces(labels, min_face)
+    notes: list[str] = []
+    if not faces:
+        if not (labels > 0).any():
+            return np.ones((h, w), np.float32), [
+                "person extension: no face found in the face parse; the photo is left sharp (no blur)"]
+        if small:
+            tallest = max(2 * f.size for f in small)
+            return np.zeros((h, w), np.float32), [
+                f"person extension: {len(small)} face(s) found but too small for a body estimate "
+                f"(tallest {tallest / min(h, w):.1%} of the short side, minimum {min_face:.1%}); "
+                "keeping only the face-parse mask sharp (as subject=face)"]
+        return np.zeros((h, w), np.float32), [
+            "person extension: the face parse shows no face with facial features (eyes, brows, "
+            "nose or mouth); keeping only the face-parse mask sharp (as subject=face)"]
+    if small:
+        notes.append(f"person extension: {len(small)} small face(s) below min_face={min_face:g} "
+                     f"kept as face masks without a body ({len(faces)} person(s) extended)")
+    neck, body, region = torso_prior(faces, (h, w), shoulder_width=shoulder_width, margin=margin)
+    sure = (labels > 0) | neck
+    person, warning = grabcut_person(rgb, sure, body, region, iterations)
+    if warning:
+        notes.append(warning)
+    return person.astype(np.float32), notes
+
+
+def load_person_model(path: str | os.PathLike, map_location: Any = "cpu") -> tuple[torch.nn.Module, dict]:
+    """Load a 2-class person segmenter (``--person-ckpt``) with :func:`load_segmenter`.
+
+    Raises:
+        CheckpointError: the file is not a checkpoint, or its model does not have 2 classes.
+    """
+    from portraitseg.models.checkpoint import CheckpointError, load_segmenter
+
+    model, info = load_segmenter(path, map_location)
+    classes = int(info["model"].get("classes", NUM_CLASSES))
+    if classes != 2:
+        raise CheckpointError(
+            f"{path}: a person model must have 2 classes (background, person), this one has "
+            f"{classes}; train one with `python train.py experiment=person data.root=<images/ + "
+            "masks/ folder>` and pass its checkpoint (a face-parsing model goes to --ckpt)"
+        )
+    return model, info
+
+
+def person_alpha_from_model(
+    image: torch.Tensor,
+    person: torch.nn.Module | torch.Tensor,
+    probs: torch.Tensor | None = None,
+    keep: Sequence[int] = SUBJECT_CLASSES,
+    *,
+    input_size: int = 512,
+    work_size: int = PERSON_DEFAULTS["work_size"],
+) -> tuple[torch.Tensor, list[str]]:
+    """Subject alpha = a person segmenter's mask ∪ the kept face classes (``--person-ckpt``).
+
+    Args:
+        image: photo ``(B, 3, H, W)`` float in [0, 1].
+        person: a 2-class segmenter (image ``(B, 3, h, w)`` -> logits ``(B, 2, h, w)``, run on the
+            photo resized to ``input_size`` on the long side, without gradients) or its logits
+            ``(B, 2, h, w)`` already computed.
+        probs: optional face-parse probabilities ``(B, K, h, w)``; then ``alpha = max(P(person),
+            P(kept)) * (1 - P(face classes not kept))``, else ``alpha = P(person)``.
+        keep: kept face classes (ignored without ``probs``).
+        input_size: the person model's input long side (its training ``image_size``).
+        work_size: long side of the returned alpha's grid (as :func:`person_alpha`).
+
+    Returns:
+        ``(alpha (B, 1, h', w'), warnings)``; a warning when the model finds no person.
+    """
+    check_blur_input(image)
+    size = working_size(image.shape[-2], image.shape[-1], int(work_size))
+    with torch.no_grad():
+        if isinstance(person, torch.nn.Module):
+            model_size = working_size(image.shape[-2], image.shape[-1], int(input_size))
+            x = resize_tensor(image.detach(), model_size)
+            param = next(person.parameters(), None)
+            if param is not None:
+                x = x.to(device=param.device, dtype=param.dtype)
+            logits = person(x)
+        else:
+            logits = person
+        _check_inputs(image, logits, "person logits")
+        if logits.shape[1] != 2:
+            raise ValueError(f"a person model must output 2 classes (background, person), got logits of "
+                             f"shape {tuple(logits.shape)}")
+        p_person = resize_tensor(logits.detach().float().softmax(1)[:, 1:2], size).to(image.device)
+        pw = None
+        if probs is not None:
+            _check_inputs(image, probs, "probs")
+            check_range(probs, "probs", hint="; pass softmax probabilities, not logits")
+            keep = check_keep(keep, probs.shape[1])
+            pw = resize_tensor(probs.detach().float(), size).clamp(0.0, 1.0).to(image.device)
+        alpha = combine_person(p_person, pw, keep)
+    warnings = []
+    for b in range(image.shape[0]):
+        if float(p_person[b].max()) < 0.5:
+            prefix = f"image {b}: " if image.shape[0] > 1 else ""
+            warnings.append(f"{prefix}person model found no person (max probability "
+                            f"{float(p_person[b].max()):.2f}); only the face-parse mask stays sharp")
+    return alpha.to(image.dtype), warnings
