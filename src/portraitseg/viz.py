@@ -21,15 +21,24 @@ def overlay(image: np.ndarray, label: np.ndarray, opacity: float = 0.55) -> np.n
     return out.round().astype(np.uint8)
 
 
-def prediction_grid(images: torch.Tensor, targets: torch.Tensor, preds: torch.Tensor) -> np.ndarray:
-    """Rows of (image | ground truth overlay | prediction overlay) as one ``(H', W', 3)`` uint8.
+def prediction_grid(
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    preds: torch.Tensor,
+    portraits: torch.Tensor | None = None,
+) -> np.ndarray:
+    """Rows of (image | ground truth overlay | prediction overlay [| portrait]) as ``(H', W', 3)`` uint8.
 
     Args:
-        images: ``(B, 3, H, W)`` in [0, 1]; targets, preds: ``(B, H, W)`` class ids.
+        images: ``(B, 3, H, W)`` in [0, 1]; targets, preds: ``(B, H, W)`` class ids;
+        portraits: optional ``(B, 3, H, W)`` in [0, 1] rendered from the predictions.
     """
     rows = []
-    for image, target, pred in zip(images, targets, preds, strict=True):
+    for i, (image, target, pred) in enumerate(zip(images, targets, preds, strict=True)):
         img = to_uint8(image)
         t, p = target.cpu().numpy(), pred.cpu().numpy()
-        rows.append(np.concatenate([img, overlay(img, t), overlay(img, p)], axis=1))
+        panels = [img, overlay(img, t), overlay(img, p)]
+        if portraits is not None:
+            panels.append(to_uint8(portraits[i]))
+        rows.append(np.concatenate(panels, axis=1))
     return np.concatenate(rows, axis=0)

@@ -36,13 +36,14 @@ def _instantiate_all(section: DictConfig | None) -> list[Any]:
 
 
 def build_module(cfg: DictConfig) -> SegmentationModule:
-    """The LightningModule from the ``model``, ``optimizer``, ``scheduler``, ``loss`` nodes."""
+    """The LightningModule from the ``model``, ``optimizer``, ``scheduler``, ``loss``, ``render`` nodes."""
     plain = lambda node: OmegaConf.to_container(node, resolve=True) if node else None  # noqa: E731
     return SegmentationModule(
         net=plain(cfg.model),
         optimizer=plain(cfg.optimizer),
         scheduler=plain(cfg.get("scheduler")),
         loss=plain(cfg.get("loss")),
+        render=plain(cfg.get("render")),
         **plain(cfg.get("module")) or {},
     )
 

@@ -16,6 +16,7 @@ from PIL import Image
 from portraitseg.classes import NUM_CLASSES, flip_logits
 from portraitseg.lit.metrics import HelenMetrics
 from portraitseg.lit.schedules import warmup_schedule
+from portraitseg.render import render_loss
 from portraitseg.viz import prediction_grid
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,12 @@ class SegmentationModule(L.LightningModule):
         optimizer: ``{"_target_": "torch.optim.Adam", "lr": ..., ...}`` (instantiated with params).
         scheduler: keyword arguments of :func:`portraitseg.lit.schedules.warmup_schedule`
             (without optimizer/total_steps), or ``None`` for a constant LR.
-        loss: ``{"class_weights": list | None, "label_smoothing": float}``.
+        loss: ``{"class_weights": list | None, "label_smoothing": float, "render_weight": float}``;
+            ``render_weight > 0`` adds the render loss (:func:`portraitseg.render.render_loss`: L1
+            between the portrait rendered from the predicted probabilities and the one rendered
+            from the ground truth) with that weight. Off (0) by default.
+        render: a ``conf/render`` preset (``PortraitRenderer`` config) used by the render loss and
+            to draw a portrait column into the validation image grid; ``None`` disables both.
         num_log_images: validation images drawn into the per-epoch prediction grid (0: none).
         tta_flip: average logits with those of the mirrored image (left/right classes swapped)
             in validation/test/predict.
@@ -57,6 +63,7 @@ class SegmentationModule(L.LightningModule):
         optimizer: Mapping[str, Any] | None = None,
         scheduler: Mapping[str, Any] | None = None,
         loss: Mapping[str, Any] | None = None,
+        render: Mapping[str, Any] | None = None,
         num_log_images: int = 4,
         tta_flip: bool = False,
     ) -> None:
@@ -74,10 +81,23 @@ class SegmentationModule(L.LightningModule):
             persistent=False,
         )
         self.label_smoothing = float(loss.get("label_smoothing", 0.0))
+        self.render_weight = float(loss.get("render_weight", 0.0))
+        self.renderer = self._build_renderer(render, num_classes)
+        if self.render_weight and self.renderer is None:
+            raise ValueError("loss.render_weight > 0 needs a render config (e.g. render=disc)")
         self.val_metrics = HelenMetrics(num_classes)
         self.test_metrics = HelenMetrics(num_classes)
         self._val_batch: dict | None = None
         self._val_scores: dict[str, float] = {}
+
+    @staticmethod
+    def _build_renderer(render: Mapping[str, Any] | None, num_classes: int) -> Any:
+        if not render:
+            return None
+        render = dict(render)
+        if render.get("keep") is None and num_classes != NUM_CLASSES:
+            render["keep"] = list(range(1, num_classes))  # every non-background class
+        return instantiate(render)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Image ``(B, 3, H, W)`` in [0, 1] -> logits ``(B, K, H, W)``."""
@@ -100,6 +120,10 @@ class SegmentationModule(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         logits = self(batch["image"])
         loss = self.loss(logits, batch["mask"])
+        if self.render_weight:
+            term = render_loss(batch["image"], logits.softmax(1), batch["mask"], self.renderer)
+            self.log("train/render_loss", term, on_step=True, on_epoch=True, batch_size=len(logits))
+            loss = loss + self.render_weight * term
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True,
                  batch_size=len(logits))
         return loss
@@ -113,7 +137,7 @@ class SegmentationModule(L.LightningModule):
         if batch_idx == 0 and self.hparams.num_log_images:
             n = self.hparams.num_log_images
             self._val_batch = {"image": batch["image"][:n], "mask": batch["mask"][:n],
-                               "pred": preds[:n]}
+                               "pred": preds[:n], "probs": logits[:n].softmax(1)}
 
     def on_validation_epoch_end(self) -> None:
         scores = self.val_metrics.compute()
@@ -145,10 +169,13 @@ class SegmentationModule(L.LightningModule):
         self.test_metrics.reset()
 
     def _log_grid(self) -> None:
-        grid = prediction_grid(self._val_batch["image"], self._val_batch["mask"],
-                               self._val_batch["pred"])
         if not self.trainer.is_global_zero:
             return
+        batch = self._val_batch
+        portraits = None
+        if self.renderer is not None:
+            portraits, _ = self.renderer(batch["image"], probs=batch["probs"])
+        grid = prediction_grid(batch["image"], batch["mask"], batch["pred"], portraits)
         out = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "images"
         out.mkdir(parents=True, exist_ok=True)
         Image.fromarray(grid).save(out / f"val_epoch{self.current_epoch:03d}.png")
