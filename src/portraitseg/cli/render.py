@@ -1,0 +1,742 @@
+"""``portraitseg render``: photos in, shallow depth-of-field portraits out.
+
+For each input: decode once at full resolution (EXIF-upright, :func:`portraitseg.io.read_image`),
+letterbox a copy to the model's input size, segment it (optionally flip-averaged), crop the
+letterbox and hand the class probabilities at model resolution to the renderer together with the
+full-resolution photo; the renderer upsamples and refines the subject alpha itself. The output
+keeps the input's file format and size.
+
+Render options come from the Hydra group ``conf/render/`` (``--render PRESET``, composed through
+``conf/render.yaml``); ``--strength``, ``--falloff``, ``--feather``, ``--highlights`` override
+single values of the preset.
+
+Exit status: 0 every input rendered, 1 some inputs failed (one ``error:`` line each on stderr;
+the others are still rendered), 2 usage errors (no input matched, unknown class, no model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import re
+import sys
+import textwrap
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from portraitseg.classes import CLASS_NAMES, F1_GROUPS, NUM_CLASSES, class_ids, flip_logits
+from portraitseg.io import InputError, read_image, write_image
+from portraitseg.models.checkpoint import DEFAULT_MODEL, default_model_path, load_segmenter
+
+#: File suffixes picked up from folders (explicit files and glob matches are tried whatever
+#: their suffix, so a misnamed file gets a clear per-file error instead of being skipped).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+#: Suffixes written as they are; any other readable input is written as PNG.
+WRITABLE_SUFFIXES = IMAGE_SUFFIXES
+#: Default decode limit of the CLI: 50 MP covers 48 MP phone and 45 MP DSLR photos while keeping
+#: the render's memory (about 200 bytes per pixel on CPU) bounded; raise it with --max-pixels.
+DEFAULT_MAX_PIXELS = 50_000_000
+#: Default model input size when the checkpoint does not record its training size.
+DEFAULT_MODEL_SIZE = 256
+#: Long side of each panel of the --stages figure (smaller photos are not upscaled).
+STAGES_PANEL = 768
+PORTRAIT_TAG = "_portrait"
+STAGES_TAG = "_stages"
+_OUTPUT_NAME = re.compile(rf"({re.escape(PORTRAIT_TAG)}|{re.escape(STAGES_TAG)})(_\d+)?$")
+
+
+class UsageError(ValueError):
+    """The command line cannot be run as given (exit status 2)."""
+
+
+def _conf_dir() -> Path:
+    from portraitseg.cli import config_dir
+
+    return Path(config_dir())
+
+
+def render_presets() -> list[str]:
+    """Names of the render presets in ``conf/render/`` (``disc``, ``gaussian``, ...)."""
+    folder = _conf_dir() / "render"
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def _default_preset() -> str:
+    """The preset ``conf/render.yaml`` selects (its defaults list), else ``disc``."""
+    entry = _conf_dir() / "render.yaml"
+    if entry.is_file():
+        from omegaconf import OmegaConf
+
+        for item in OmegaConf.load(entry).get("defaults") or []:
+            if not isinstance(item, str) and "render" in item:
+                return str(item["render"])
+    return "disc"
+
+
+# --------------------------------------------------------------------------------------------
+# inputs and outputs
+
+
+def expand_inputs(
+    specs: Sequence[str], recursive: bool = False, outdir: Path | None = None
+) -> tuple[list[tuple[Path, Path]], list[str], int]:
+    """Expand files, folders and glob patterns into ``(path, relative_output_dir)`` pairs.
+
+    Folders contribute the files with an image suffix (:data:`IMAGE_SUFFIXES`), sorted, and with
+    ``recursive`` those of their sub-folders (the sub-folder is kept under the output folder).
+    Glob patterns (``*``, ``?``, ``[``) are expanded here too, for shells that do not; ``**``
+    matches sub-folders with ``recursive``. Explicit files and glob matches are taken whatever
+    their suffix. Files inside ``outdir`` named like this command's outputs (``*_portrait*``,
+    ``*_stages*``) are skipped when folders are expanded, so a re-run does not render portraits
+    of portraits. Duplicates are dropped.
+
+    Returns:
+        ``(items, missing, skipped)``: the inputs in order, the specs that matched nothing, and
+        the number of earlier outputs skipped.
+    """
+    items: list[tuple[Path, Path]] = []
+    missing: list[str] = []
+    skipped = 0
+    seen: set[Path] = set()
+    out_resolved = outdir.resolve() if outdir is not None else None
+
+    def add(path: Path, rel: Path) -> None:
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            items.append((path, rel))
+
+    def add_folder(folder: Path) -> None:
+        nonlocal skipped
+        for path in sorted(folder.glob("**/*" if recursive else "*")):
+            if not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            if out_resolved is not None and _OUTPUT_NAME.search(path.stem) and (
+                path.resolve().parent == out_resolved or out_resolved in path.resolve().parents
+            ):
+                skipped += 1
+                continue
+            add(path, path.parent.relative_to(folder))
+
+    for spec in specs:
+        path = Path(spec).expanduser()
+        if path.is_dir():
+            add_folder(path)  # an empty folder is not an error: there is nothing to do
+        elif path.exists():
+            add(path, Path())
+        elif glob.has_magic(spec):
+            matches = sorted(glob.glob(os.path.expanduser(spec), recursive=recursive))
+            if not matches:
+                missing.append(spec)
+            for match in matches:
+                m = Path(match)
+                if m.is_dir():
+                    add_folder(m)
+                elif m.is_file():
+                    add(m, Path())
+        else:
+            missing.append(spec)
+    return items, missing, skipped
+
+
+def _output_suffix(path: Path) -> str:
+    return path.suffix if path.suffix.lower() in WRITABLE_SUFFIXES else ".png"
+
+
+class OutputNamer:
+    """Chooses output paths that never hit an input, nor an existing file unless ``overwrite``.
+
+    ``<stem>_portrait<ext>`` (and ``<stem>_stages.jpg``); if taken, ``<stem>_portrait_1<ext>``,
+    ``_2``... (the portrait and its stages figure share the number). A file written earlier in
+    the same run is never replaced, even with ``overwrite``.
+    """
+
+    def __init__(self, inputs: Iterable[Path], overwrite: bool) -> None:
+        self.protected = {p.resolve() for p in inputs}
+        self.claimed: set[Path] = set()
+        self.overwrite = overwrite
+
+    def _free(self, path: Path) -> bool:
+        key = path.resolve()
+        if key in self.protected or key in self.claimed:
+            return False
+        if path.exists():
+            if not self.overwrite or not path.is_file():
+                return False
+            try:  # a hard link or symlink to an input is the input
+                if any(key.samefile(p) for p in self.protected if p.exists()):
+                    return False
+            except OSError:
+                return False
+        return True
+
+    def __call__(self, src: Path, folder: Path, stages: bool) -> tuple[Path, Path | None]:
+        ext = _output_suffix(src)
+        n = 0
+        while True:
+            num = f"_{n}" if n else ""
+            portrait = folder / f"{src.stem}{PORTRAIT_TAG}{num}{ext}"
+            figure = folder / f"{src.stem}{STAGES_TAG}{num}.jpg" if stages else None
+            if self._free(portrait) and (figure is None or self._free(figure)):
+                self.claimed.add(portrait.resolve())
+                if figure is not None:
+                    self.claimed.add(figure.resolve())
+                return portrait, figure
+            n += 1
+
+
+# --------------------------------------------------------------------------------------------
+# model and render configuration
+
+
+@dataclass
+class Model:
+    """A loaded segmenter with what the CLI needs to run it."""
+
+    net: torch.nn.Module
+    info: dict[str, Any]
+    size: int
+    classes: int
+    helen: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.helen = list(self.info.get("class_names") or []) == list(CLASS_NAMES)
+
+
+@dataclass
+class Job:
+    """Everything :func:`render_file` needs, fixed for a run."""
+
+    model: Model
+    renderer: torch.nn.Module
+    keep: tuple[int, ...]
+    subject: str
+    person: Model | None
+    person_options: dict[str, Any]
+    tta: bool
+    max_pixels: int
+    quality: int
+    device: torch.device
+
+
+def _stored_size(info: dict[str, Any]) -> int | None:
+    size = info.get("image_size")
+    if isinstance(size, (list, tuple)) and size:
+        return int(max(size))
+    if isinstance(size, (int, float)) and size > 0:
+        return int(size)
+    return None
+
+
+def _newest_checkpoint() -> Path | None:
+    found = [p for p in Path.cwd().glob("outputs/*/runs/*/checkpoints/last.ckpt") if p.is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def missing_model_message() -> str:
+    newest = _newest_checkpoint()
+    hint = (f" (the newest here is {newest.relative_to(Path.cwd())})" if newest else
+            "; train one first, e.g. `python train.py experiment=demo` (a few minutes on CPU)")
+    return (
+        f"no model to segment with: no --ckpt given and no bundled default model ({DEFAULT_MODEL} "
+        "is not installed). Pass --ckpt outputs/<task>/runs/<time>/checkpoints/last.ckpt, the "
+        f"checkpoint `python train.py ...` writes{hint}, or a weights file exported with "
+        "`python -m portraitseg.models.checkpoint --ckpt <file.ckpt> --out <model.pt>`"
+    )
+
+
+def load_model(path: str | os.PathLike | None, device: torch.device, model_size: int | None) -> Model:
+    """Load ``--ckpt`` (or the bundled model) onto ``device``; :class:`UsageError` if unusable."""
+    if path is None:
+        path = default_model_path()
+        if path is None:
+            raise UsageError(missing_model_message())
+    try:
+        net, info = load_segmenter(path, map_location="cpu")
+    except (FileNotFoundError, InputError) as err:  # CheckpointError is an InputError
+        raise UsageError(str(err)) from None
+    size = model_size or _stored_size(info) or DEFAULT_MODEL_SIZE
+    classes = int(info.get("model", {}).get("classes") or len(info.get("class_names") or ()) or NUM_CLASSES)
+    return Model(net.to(device).eval(), info, int(size), classes)
+
+
+def render_config(preset: str, overrides: dict[str, Any]) -> Any:
+    """Compose ``conf/render.yaml`` with ``render=<preset>`` and apply ``overrides`` to it.
+
+    Returns the ``render`` node (a ``DictConfig`` with ``_target_``).
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import open_dict
+
+    presets = render_presets()
+    if preset not in presets:
+        raise UsageError(f"--render {preset!r}: no such preset; conf/render/ has "
+                         f"{', '.join(presets) or 'none'}")
+    if GlobalHydra.instance().is_initialized():
+        GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(_conf_dir()), version_base="1.3", job_name="render"):
+        cfg = compose(config_name="render", overrides=[f"render={preset}"])
+    node = cfg.render
+    with open_dict(node):
+        for key, value in overrides.items():
+            if value is not None:
+                node[key] = value
+    return node
+
+
+#: Preset keys that configure the subject, not the renderer (issue 7: ``subject: person|face`` and
+#: the ``person:`` options of :func:`portraitseg.render.person.person_alpha`).
+SUBJECT_KEYS = ("subject", "person")
+
+
+def build_renderer(node: Any, keep: tuple[int, ...]) -> tuple[torch.nn.Module, str | None, dict[str, Any]]:
+    """Instantiate the renderer of a composed preset.
+
+    Returns:
+        ``(renderer, subject, person_options)``: the preset's ``subject`` (None if it has none)
+        and its ``person`` options, both removed from the renderer's arguments unless
+        :class:`PortraitRenderer` takes them itself.
+    """
+    import inspect
+
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from portraitseg.render import PortraitRenderer
+
+    options = OmegaConf.to_container(node, resolve=True)
+    accepted = inspect.signature(PortraitRenderer.__init__).parameters
+    subject = options.get("subject")
+    person = options.get("person") or {}
+    for key in SUBJECT_KEYS:
+        if key in options and key not in accepted:
+            del options[key]
+    options["keep"] = list(keep)
+    try:
+        renderer = instantiate(options)
+    except Exception as err:  # noqa: BLE001 - hydra wraps the renderer's ValueError
+        cause = err.__cause__ or err
+        raise UsageError(f"render options: {cause}") from None
+    return renderer, subject, dict(person)
+
+
+def parse_keep(spec: str | None, model: Model) -> tuple[int, ...] | None:
+    """``--keep`` -> class ids of ``model`` (None: the preset's choice)."""
+    if spec is None:
+        return None
+    if model.helen:
+        try:
+            return class_ids(spec)
+        except ValueError as err:
+            raise UsageError(f"--keep {spec!r}: {err}") from None
+    names = list(model.info.get("class_names") or [])
+    ids = set()
+    for item in spec.split(","):
+        item = item.strip()
+        if item.isdigit() and int(item) < model.classes:
+            ids.add(int(item))
+        elif item in names:
+            ids.add(names.index(item))
+        elif item:
+            raise UsageError(f"--keep {spec!r}: unknown class {item!r}; this model's classes: "
+                             f"{', '.join(names)} (or ids 0..{model.classes - 1})")
+    if not ids:
+        raise UsageError(f"--keep {spec!r}: empty class selection")
+    return tuple(sorted(ids))
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available to this PyTorch; use --device cpu")
+    return torch.device(name)
+
+
+# --------------------------------------------------------------------------------------------
+# segmentation at model resolution
+
+
+def letterbox(rgb: np.ndarray, size: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """Resize ``(H, W, 3)`` uint8 so its long side is ``size`` and pad bottom/right with black to a
+    ``size x size`` square (the layout of the eval transform). Returns the square and the
+    ``(h, w)`` of the image inside it."""
+    import cv2
+
+    h, w = rgb.shape[:2]
+    scale = size / max(h, w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    if (nh, nw) != (h, w):
+        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        rgb = cv2.resize(rgb, (nw, nh), interpolation=interp)
+    out = np.zeros((size, size, 3), np.uint8)
+    out[:nh, :nw] = rgb
+    return out, (nh, nw)
+
+
+def segment(model: Model, rgb: np.ndarray, tta: bool = False) -> torch.Tensor:
+    """Class probabilities ``(1, K, h, w)`` of a photo ``(H, W, 3)`` uint8 at model resolution
+    (``h, w``: the photo's size scaled so its long side is ``model.size``; letterbox cropped)."""
+    device = next(model.net.parameters()).device
+    square, (h, w) = letterbox(rgb, model.size)
+    x = torch.from_numpy(square).to(device).permute(2, 0, 1)[None].float().div_(255)
+    logits = model.net(x)
+    if tta:
+        # un-flipped, the mirrored square's prediction of photo column j is at column j again (its
+        # padding moved to the left and back), so the two align over the photo; padding is cropped
+        mirrored = model.net(x.flip(-1))
+        logits = 0.5 * (logits + (flip_logits(mirrored) if model.helen else mirrored.flip(-1)))
+    return logits[..., :h, :w].float().softmax(1)
+
+
+# --------------------------------------------------------------------------------------------
+# subject alpha
+
+
+def subject_alpha_for(
+    job: Job, image: torch.Tensor, probs: torch.Tensor
+) -> tuple[torch.Tensor | None, list[str]]:
+    """Alpha ``(1, 1, h, w)`` of the subject (None: the renderer sums the kept classes itself).
+
+    ``--person-ckpt``: the person model's mask united with the kept face classes; ``person``: the
+    face parse extended to the body (:func:`portraitseg.render.person.person_alpha`); ``face``:
+    the kept classes only (the paper).
+    """
+    if job.person is not None:
+        from portraitseg.render.person import person_alpha_from_model
+
+        return person_alpha_from_model(image, job.person.net, probs, job.keep, input_size=job.person.size,
+                                       **{k: v for k, v in job.person_options.items() if k == "work_size"})
+    if job.subject == "face":
+        return None, []
+    from portraitseg.render.person import person_alpha
+
+    return person_alpha(image, probs, job.keep, **job.person_options)
+
+
+def person_available() -> bool:
+    try:
+        from portraitseg.render.person import person_alpha  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------------------------
+# the 4-panel figure
+
+
+def _checkerboard(h: int, w: int, cell: int = 12) -> np.ndarray:
+    yy, xx = np.mgrid[:h, :w]
+    light = ((yy // cell + xx // cell) % 2 == 0)[..., None]
+    return np.where(light, 200, 150).astype(np.float32) * np.ones(3, np.float32)
+
+
+def panel_size(h: int, w: int, panel: int = STAGES_PANEL) -> tuple[int, int]:
+    """``(h', w')`` of a stages panel for an ``h x w`` photo: long side ``panel``, never upscaled."""
+    scale = min(1.0, panel / max(h, w))
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def stages_figure(
+    rgb: np.ndarray, label: np.ndarray, alpha: np.ndarray, portrait: np.ndarray, panel: int = STAGES_PANEL
+) -> np.ndarray:
+    """The paper's figure: input | segmentation overlay | extracted foreground | portrait.
+
+    Args:
+        rgb, portrait: ``(H, W, 3)`` uint8; label: ``(h, w)`` class ids (any size, best the
+            panel's: :func:`panel_size`);
+        alpha: ``(H, W)`` float in [0, 1]; the foreground is drawn over a checkerboard.
+        panel: long side of each panel (never upscaled).
+
+    Returns:
+        ``(24 + H', 4 W' + 3 gap, 3)`` uint8 with a caption strip on top.
+    """
+    import cv2
+
+    from portraitseg.viz import overlay
+
+    ph, pw = panel_size(*rgb.shape[:2], panel)
+
+    def fit(a: np.ndarray, interp: int = cv2.INTER_AREA) -> np.ndarray:
+        return a if a.shape[:2] == (ph, pw) else cv2.resize(a, (pw, ph), interpolation=interp)
+
+    image = fit(rgb)
+    seg = overlay(image, fit(label.astype(np.uint8), cv2.INTER_NEAREST))
+    a = fit(alpha.astype(np.float32))[..., None]
+    fg = (image.astype(np.float32) * a + _checkerboard(ph, pw) * (1 - a)).round().astype(np.uint8)
+    panels = [image, seg, fg, fit(portrait)]
+    captions = ["input", "segmentation", "foreground", "portrait"]
+    gap = 4
+    bar = 24
+    out = np.full((bar + ph, 4 * pw + 3 * gap, 3), 255, np.uint8)
+    for i, (p, text) in enumerate(zip(panels, captions, strict=True)):
+        x0 = i * (pw + gap)
+        out[bar:, x0 : x0 + pw] = p
+        font_scale = 0.5 if pw >= 90 else 0.3
+        cv2.putText(out, text, (x0 + 4, bar - 7), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# the command
+
+
+def _to_uint8(x: torch.Tensor) -> np.ndarray:
+    return x[0].clamp(0, 1).mul(255).add_(0.5).byte().permute(1, 2, 0).cpu().numpy()
+
+
+@torch.inference_mode()
+def render_file(job: Job, src: Path, out: Path, figure: Path | None) -> list[str]:
+    """Render one photo into ``out`` (and the stages figure into ``figure``); returns warnings."""
+    rgb = read_image(src, max_pixels=job.max_pixels)
+    probs = segment(job.model, rgb, job.tta)
+    image = torch.from_numpy(rgb).to(job.device).permute(2, 0, 1)[None].float().div_(255)
+    alpha, warnings = subject_alpha_for(job, image, probs)
+    if alpha is None:
+        portrait, used = job.renderer(image, probs=probs)
+    else:
+        portrait, used = job.renderer(image, alpha=alpha.to(image.dtype))
+    del image
+    result = _to_uint8(portrait)
+    write_image(out, result, quality=job.quality)
+    if figure is not None:
+        size = panel_size(*rgb.shape[:2])
+        label = F.interpolate(probs, size=size, mode="bilinear", align_corners=False)[0].argmax(0)
+        label = label.byte().cpu().numpy()
+        fig = stages_figure(rgb, label, used[0, 0].float().cpu().numpy(), result)
+        write_image(figure, fig, quality=job.quality)
+    return warnings
+
+
+def _error_text(err: BaseException) -> str:
+    if isinstance(err, InputError):
+        return str(err)
+    if isinstance(err, (MemoryError, torch.OutOfMemoryError)):
+        return ("out of memory while rendering; lower --max-pixels to skip such photos, use "
+                "--device cpu if the GPU is small, or downscale the photo")
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def _progress(total: int, quiet: bool):
+    if quiet or total < 2 or not sys.stderr.isatty():
+        return None
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("rendering"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        TextColumn("{task.description}"), console=Console(stderr=True), transient=True,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """``portraitseg render``; returns the exit status."""
+    try:
+        return _run(args)
+    except UsageError as err:
+        print(f"portraitseg render: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("portraitseg render: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    outdir = Path(args.output).expanduser()
+    items, missing, skipped = expand_inputs(args.inputs, args.recursive, outdir)
+    if skipped and not args.quiet:
+        print(f"note: skipped {skipped} file(s) in {outdir} named like earlier outputs (*{PORTRAIT_TAG}*, "
+              f"*{STAGES_TAG}*); name them explicitly to render them", file=sys.stderr)
+    if not items:
+        what = ", ".join(repr(s) for s in missing) if missing else "the given folders hold no images"
+        raise UsageError(f"no input images: nothing matched {what} (image suffixes: "
+                         f"{' '.join(IMAGE_SUFFIXES)}; use --recursive for sub-folders)")
+    if not 1 <= args.quality <= 100:
+        raise UsageError(f"--quality {args.quality}: must be 1..100")
+    if args.max_pixels < 1:
+        raise UsageError(f"--max-pixels {args.max_pixels}: must be positive")
+    device = pick_device(args.device)
+    model = load_model(args.ckpt, device, args.model_size)
+    person = load_model(args.person_ckpt, device, None) if args.person_ckpt else None
+    if person is not None and person.classes != 2:
+        raise UsageError(f"--person-ckpt {args.person_ckpt}: expected a 2-class person segmenter "
+                         f"(background, person), this one has {person.classes} classes")
+    keep = parse_keep(args.keep, model)
+
+    overrides = {"strength": args.strength, "falloff": args.falloff, "feather": args.feather,
+                 "highlights": args.highlights}
+    node = render_config(args.render, overrides)
+    if keep is None:  # the preset's: null (all but background), "hair,skin" or [hair, skin]
+        preset_keep = node.get("keep")
+        if preset_keep is None:
+            keep = tuple(range(1, model.classes))
+        else:
+            spec = preset_keep if isinstance(preset_keep, str) else ",".join(map(str, preset_keep))
+            keep = parse_keep(spec, model)
+    if max(keep) >= model.classes:
+        raise UsageError(f"--keep: class ids {keep} do not exist in this {model.classes}-class model")
+    renderer, preset_subject, person_options = build_renderer(node, keep)
+    renderer = renderer.to(device)
+    subject = args.subject or preset_subject or "person"
+    if subject not in ("person", "face"):
+        raise UsageError(f"subject {subject!r}: choose person or face")
+    notes: list[str] = []
+    if person is None and subject == "person":
+        if not model.helen:
+            notes.append("the model is not a Helen face parser; rendering its kept classes as the subject "
+                         "(--subject face)")
+            subject = "face"
+        elif not person_available():
+            notes.append("the whole-person extension (portraitseg.render.person) is not installed; "
+                         "rendering --subject face")
+            subject = "face"
+    for note in notes:
+        print(f"warning: {note}", file=sys.stderr)
+
+    job = Job(model, renderer, keep, subject, person, person_options, args.tta, args.max_pixels, args.quality,
+              device)
+    namer = OutputNamer([p for p, _ in items], args.overwrite)
+    failed = 0
+    for spec in missing:
+        print(f"error: {spec}: no such file, folder or matching pattern", file=sys.stderr)
+        failed += 1
+    total = len(items) + len(missing)
+    start = time.perf_counter()
+    progress = _progress(len(items), args.quiet)
+    task = progress.add_task("", total=len(items)) if progress else None
+    if progress:
+        progress.start()
+    try:
+        for src, rel in items:
+            if progress:
+                progress.update(task, description=src.name)
+            t0 = time.perf_counter()
+            try:
+                folder = outdir / rel
+                folder.mkdir(parents=True, exist_ok=True)
+                out, figure = namer(src, folder, args.stages)
+                warnings = render_file(job, src, out, figure)
+            except KeyboardInterrupt:
+                raise
+            except Exception as err:  # noqa: BLE001 - one bad file must not stop the others
+                failed += 1
+                print(f"error: {src}: {_error_text(err)}" if not isinstance(err, InputError)
+                      else f"error: {_error_text(err)}", file=sys.stderr)
+            else:
+                for warning in warnings:
+                    print(f"warning: {src}: {warning}", file=sys.stderr)
+                if not args.quiet:
+                    extra = f" + {figure}" if figure is not None else ""
+                    print(f"{src} -> {out}{extra} ({time.perf_counter() - t0:.2f} s)")
+            if progress:
+                progress.advance(task)
+    finally:
+        if progress:
+            progress.stop()
+    done = total - failed
+    if not args.quiet or failed:
+        print(f"rendered {done} of {total} input(s) into {outdir} in {time.perf_counter() - start:.1f} s"
+              + (f"; {failed} failed (see the error lines above)" if failed else ""), file=sys.stderr)
+    return 1 if failed else 0
+
+
+# --------------------------------------------------------------------------------------------
+# argument parser
+
+EPILOG = """\
+Outputs go to OUTDIR (default ./portraits) as <stem>_portrait<ext> in the input's format and size
+(formats other than jpg/png/webp/bmp/tif are written as .png); images found in sub-folders with
+--recursive keep their sub-folder under OUTDIR. EXIF orientation is applied (outputs are upright).
+An existing file is never replaced without --overwrite (a numeric suffix _1, _2... is added
+instead), and an input is never replaced at all.
+
+classes for --keep (names, ids or groups, comma-separated):
+{classes}
+{groups}
+
+exit status: 0 all inputs rendered, 1 some failed (one "error:" line each on stderr),
+2 usage error (no inputs matched, unknown class, no model).
+
+examples:
+  portraitseg render photo.jpg --ckpt outputs/demo/runs/<time>/checkpoints/last.ckpt
+  portraitseg render photos/ -o out/ --stages --render gaussian --strength 0.02
+  portraitseg render 'shots/*.JPG' --keep hair,skin --subject face --tta
+"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``portraitseg render`` and set ``func`` to :func:`run`."""
+    presets = render_presets()
+    default_preset = _default_preset()
+    parser = subparsers.add_parser(
+        "render",
+        help="render shallow depth-of-field portraits of photos",
+        description="Keep the subject sharp and blur the background like a wide-aperture lens.",
+        epilog=EPILOG.format(
+            classes=textwrap.fill(", ".join(f"{i} {n}" for i, n in enumerate(CLASS_NAMES)), 96,
+                                  initial_indent="  ", subsequent_indent="  "),
+            groups=textwrap.fill(
+                "groups: " + ", ".join(f"{g} ({'+'.join(CLASS_NAMES[c] for c in ids)})"
+                                       for g, ids in F1_GROUPS.items())
+                + ", face (all but background and hair)", 96, initial_indent="  ", subsequent_indent="    "),
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="image files, folders (their images) or glob patterns ('photos/*.jpg')")
+    parser.add_argument("-o", "--output", default="portraits", metavar="OUTDIR",
+                        help="output folder (default: ./portraits)")
+    parser.add_argument("--ckpt", metavar="PATH",
+                        help="segmenter: a checkpoint from `python train.py` (.../checkpoints/last.ckpt) "
+                             "or an exported weights file (default: the bundled model, if installed)")
+    parser.add_argument("--render", default=default_preset, choices=presets or None, metavar="PRESET",
+                        help=f"render preset from conf/render/ ({', '.join(presets) or 'none found'}; "
+                             f"default: {default_preset})")
+    parser.add_argument("--keep", metavar="CLASSES",
+                        help="classes kept sharp, e.g. hair,skin or face (default: the preset's; all but "
+                             "background)")
+    parser.add_argument("--subject", choices=("person", "face"),
+                        help="person: keep the whole person sharp (face parse extended to the body; "
+                             "default); face: only the kept classes (the paper)")
+    parser.add_argument("--person-ckpt", metavar="PATH",
+                        help="2-class person segmenter; subject = its person mask + the kept face classes")
+    group = parser.add_argument_group("render overrides (on top of the preset)")
+    group.add_argument("--strength", type=float, metavar="X",
+                       help="background blur sigma, fraction of the short side")
+    group.add_argument("--falloff", type=float, metavar="X",
+                       help="distance over which the blur grows from the subject, fraction of the short side "
+                            "(0: uniform)")
+    group.add_argument("--feather", type=float, metavar="X",
+                       help="alpha softening, fraction of the short side")
+    group.add_argument("--highlights", type=float, metavar="X", help="bokeh highlight gain (0: off)")
+    run_group = parser.add_argument_group("processing")
+    run_group.add_argument("--stages", action="store_true",
+                           help="also write <stem>_stages.jpg: input | segmentation | foreground | portrait")
+    run_group.add_argument("--recursive", action="store_true", help="descend into sub-folders")
+    run_group.add_argument("--overwrite", action="store_true",
+                           help="replace existing outputs (inputs are never replaced)")
+    run_group.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality 1-100 (default: 95)")
+    run_group.add_argument("--model-size", type=int, metavar="PX",
+                           help=f"segment at this long side (default: the checkpoint's training size, "
+                                f"else {DEFAULT_MODEL_SIZE})")
+    run_group.add_argument("--tta", action="store_true",
+                           help="average with the mirrored image's segmentation")
+    run_group.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                           help="auto: cuda if available (default)")
+    run_group.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                           help=f"refuse larger photos (default: {DEFAULT_MAX_PIXELS:,})")
+    run_group.add_argument("-q", "--quiet", action="store_true", help="print errors and warnings only")
+    parser.set_defaults(func=run)
+    return parser

@@ -1,0 +1,527 @@
+"""``portraitseg render``: inputs, outputs, overwrite safety, bad inputs, selective classes, subject.
+
+Plumbing runs a tiny untrained segmenter (FCN on MobileNetV3-small-0.5, 0.46 M parameters) saved
+as a Lightning checkpoint and as a weights export. Tests that need a known segmentation use a
+colour oracle instead: red pixels are hair, green pixels skin, the rest background.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import portraitseg.cli.render as cli_render
+from portraitseg.classes import CLASS_NAMES, NUM_CLASSES
+from portraitseg.cli.main import main
+from portraitseg.io import read_image
+from portraitseg.models import create_model
+from portraitseg.models.checkpoint import export_weights
+
+REPO = Path(__file__).resolve().parents[1]
+HAIR, SKIN = CLASS_NAMES.index("hair"), CLASS_NAMES.index("skin")
+
+
+# ---------------------------------------------------------------------------------------------
+# fixtures
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A Lightning checkpoint (as `python train.py` writes) and its weights export."""
+    root = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    config = {"_target_": "portraitseg.models.create_model", "arch": "fcn",
+              "encoder_name": "tu-mobilenetv3_small_050", "encoder_weights": None, "classes": NUM_CLASSES}
+    net = create_model(**{k: v for k, v in config.items() if k != "_target_"})
+    ckpt = {
+        "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
+        "pytorch-lightning_version": "2.5.0",
+        "hyper_parameters": {"net": config},
+        "datamodule_hyper_parameters": {"image_size": 64},
+        "epoch": 0,
+        "global_step": 1,
+    }
+    torch.save(ckpt, root / "last.ckpt")
+    export_weights(root / "last.ckpt", root / "model.pt")
+    return {"ckpt": root / "last.ckpt", "export": root / "model.pt"}
+
+
+#: Colour code of the oracle segmenters: the class of the nearest reference colour (within
+#: ORACLE_RADIUS), else background.
+HAIR_RGB, SKIN_RGB, BODY_RGB = (210, 40, 40), (40, 210, 40), (40, 40, 210)
+EYE_RGB, MOUTH_RGB = (230, 230, 40), (40, 230, 230)
+FACE_CODE = {HAIR: HAIR_RGB, SKIN: SKIN_RGB, CLASS_NAMES.index("left_eye"): EYE_RGB,
+             CLASS_NAMES.index("right_eye"): EYE_RGB, CLASS_NAMES.index("upper_lip"): MOUTH_RGB}
+ORACLE_RADIUS = 110 / 255
+
+
+class ColourOracle(torch.nn.Module):
+    """Segmenter with a known answer: each pixel's class follows its colour (``code``)."""
+
+    def __init__(self, code: dict[int, tuple[int, int, int]], classes: int) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(40.0))
+        self.code, self.classes = code, classes
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        logits = torch.full((image.shape[0], self.classes, *image.shape[-2:]), -1e3, dtype=image.dtype)
+        logits[:, 0] = -(ORACLE_RADIUS**2)
+        for cls, rgb in self.code.items():
+            ref = torch.tensor(rgb, dtype=image.dtype).view(1, 3, 1, 1) / 255
+            logits[:, cls] = -((image - ref) ** 2).mean(1) * 3
+        return logits * self.scale
+
+
+NO_PERSON = "the whole-person extension (render/person.py, issue 7) is not in this checkout"
+HELEN_INFO = {"class_names": list(CLASS_NAMES), "image_size": 128, "model": {"classes": NUM_CLASSES}}
+
+
+@pytest.fixture
+def oracle(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli_render, "load_segmenter",
+                        lambda path, map_location="cpu": (ColourOracle(FACE_CODE, NUM_CLASSES), HELEN_INFO))
+
+
+def textured(h: int, w: int, seed: int, base=(110, 110, 110), amp: int = 60) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    noise = rng.integers(-amp, amp + 1, (h, w, 3))
+    return np.clip(np.asarray(base) + noise, 0, 255).astype(np.uint8)
+
+
+def save(path: Path, rgb: np.ndarray, **kwargs) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rgb).save(path, **kwargs)
+    return path
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def render(capsys: pytest.CaptureFixture, *argv: object) -> tuple[int, str, str]:
+    code = main(["render", *map(str, argv)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# ---------------------------------------------------------------------------------------------
+# inputs and outputs
+
+
+def test_single_files_keep_format_and_size(tmp_path, models, capsys):
+    jpg = save(tmp_path / "in" / "photo.jpg", textured(96, 128, 0), quality=90)
+    png = save(tmp_path / "in" / "Shot.PNG", textured(100, 80, 1))
+    out = tmp_path / "out"
+    for src, fmt in ((jpg, "JPEG"), (png, "PNG")):
+        code, stdout, err = render(capsys, src, "-o", out, "--ckpt", models["ckpt"], "--subject", "face")
+        assert code == 0, err
+        result = out / f"{src.stem}_portrait{src.suffix}"
+        assert str(result) in stdout
+        with Image.open(result) as img:
+            assert img.format == fmt and img.mode == "RGB"
+            assert img.size == Image.open(src).size
+    assert sorted(p.name for p in out.iterdir()) == ["Shot_portrait.PNG", "photo_portrait.jpg"]
+
+
+def test_jpeg_quality_option(tmp_path, models, capsys):
+    src = save(tmp_path / "p.jpg", textured(64, 64, 2))
+    sizes = []
+    for quality in (30, 98):
+        code, _, err = render(capsys, src, "-o", tmp_path / f"q{quality}", "--ckpt", models["export"],
+                              "--quality", quality, "--subject", "face")
+        assert code == 0, err
+        sizes.append((tmp_path / f"q{quality}" / "p_portrait.jpg").stat().st_size)
+    assert sizes[0] < sizes[1]
+
+
+def test_folder_glob_and_recursive(tmp_path, models, capsys):
+    photos = tmp_path / "photos"
+    save(photos / "a.png", textured(64, 64, 3))
+    save(photos / "b.jpg", textured(64, 80, 4))
+    (photos / "notes.txt").write_text("not a photo")
+    save(photos / "sub" / "c.png", textured(72, 64, 5))
+    out = tmp_path / "out"
+
+    code, _, err = render(capsys, photos, "-o", out, "--ckpt", models["export"], "--subject", "face")
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["a_portrait.png", "b_portrait.jpg"]
+
+    code, _, err = render(capsys, photos, "-o", tmp_path / "rec", "--recursive", "--ckpt", models["export"],
+                          "--subject", "face")
+    assert code == 0, err
+    assert (tmp_path / "rec" / "sub" / "c_portrait.png").is_file()  # sub-folder kept
+
+    # a pattern the shell did not expand (quoted): expanded by the command
+    code, _, err = render(capsys, str(photos / "*.png"), "-o", tmp_path / "glob", "--ckpt", models["export"],
+                          "--subject", "face")
+    assert code == 0, err
+    assert [p.name for p in (tmp_path / "glob").iterdir()] == ["a_portrait.png"]
+
+
+def test_exif_rotated_input_gives_upright_output(tmp_path, models, capsys):
+    stored = textured(64, 96, 6, amp=10)
+    stored[:, :24] = (230, 20, 20)  # left columns red: after orientation 6 (rotate 90 cw) the top rows
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    src = save(tmp_path / "rotated.jpg", stored, exif=exif.tobytes(), quality=95)
+    upright = read_image(src)
+    assert upright.shape == (96, 64, 3)
+
+    code, _, err = render(capsys, src, "-o", tmp_path / "out", "--ckpt", models["export"],
+                          "--subject", "face")
+    assert code == 0, err
+    out = np.asarray(Image.open(tmp_path / "out" / "rotated_portrait.jpg"))
+    assert out.shape == upright.shape
+    top, bottom = out[:16].reshape(-1, 3).mean(0), out[-16:].reshape(-1, 3).mean(0)
+    assert top[0] > 180 and top[1] < 80, top
+    assert bottom[0] < 160, bottom
+
+
+def test_stages_figure(tmp_path, models, capsys):
+    yy, xx = np.mgrid[:90, :120]
+    smooth = np.stack([xx * 2, yy * 2, 255 - xx - yy], -1).clip(0, 255).astype(np.uint8)  # JPEG-friendly
+    src = save(tmp_path / "face.png", smooth)
+    code, stdout, err = render(capsys, src, "-o", tmp_path / "out", "--ckpt", models["ckpt"], "--stages",
+                               "--subject", "face")
+    assert code == 0, err
+    figure = tmp_path / "out" / "face_stages.jpg"
+    assert str(figure) in stdout
+    with Image.open(figure) as img:
+        assert img.format == "JPEG"
+        assert img.size == (4 * 120 + 3 * 4, 24 + 90)  # 4 panels + gaps, caption strip on top
+        panels = np.asarray(img)[24:]
+    # first panel is the input, last the portrait (both JPEG-compressed in the figure)
+    portrait = np.asarray(Image.open(tmp_path / "out" / "face_portrait.png")).astype(float)
+    assert np.abs(panels[:, :120] - smooth.astype(float)).mean() < 4
+    assert np.abs(panels[:, -120:] - portrait).mean() < 4
+
+
+def test_stages_figure_panels_are_capped():
+    big = np.zeros((1500, 3000, 3), np.uint8)
+    fig = cli_render.stages_figure(big, np.zeros((10, 20), np.uint8), np.zeros((1500, 3000), np.float32), big)
+    assert fig.shape == (24 + 384, 4 * 768 + 12, 3)
+
+
+def test_never_overwrites_inputs_and_suffixes_outputs(tmp_path, models, capsys):
+    folder = tmp_path / "photos"
+    a = save(folder / "a.png", textured(64, 64, 8))
+    # an input that is named like a's output: writing into the same folder must not replace it
+    a_portrait = save(folder / "a_portrait.png", textured(64, 64, 9))
+    inputs = [a, a_portrait]
+    before = {p: sha(p) for p in inputs}
+    args = ["--ckpt", models["export"], "--subject", "face", "-o", folder, "-q"]
+
+    assert render(capsys, *inputs, *args)[0] == 0
+    assert (folder / "a_portrait_1.png").is_file()            # a_portrait.png is an input
+    assert (folder / "a_portrait_portrait.png").is_file()
+    first = sha(folder / "a_portrait_1.png")
+
+    assert render(capsys, *inputs, *args)[0] == 0              # outputs exist: suffixed
+    assert (folder / "a_portrait_2.png").is_file()
+    assert (folder / "a_portrait_portrait_1.png").is_file()
+
+    (folder / "a_portrait_1.png").write_bytes(b"stale")
+    assert render(capsys, *inputs, *args, "--overwrite")[0] == 0
+    assert sha(folder / "a_portrait_1.png") == first           # replaced in place, inputs untouched
+    assert not (folder / "a_portrait_3.png").exists()
+    assert {p: sha(p) for p in inputs} == before
+
+    # re-running on the folder does not render the earlier outputs again
+    code, _, err = render(capsys, folder, "--ckpt", models["export"], "--subject", "face", "-o", folder)
+    assert code == 0 and "skipped" in err
+    assert {p: sha(p) for p in inputs} == before
+
+
+def test_same_stem_from_two_folders_in_one_run(tmp_path, models, capsys):
+    x1 = save(tmp_path / "one" / "x.png", textured(64, 64, 10))
+    x2 = save(tmp_path / "two" / "x.png", textured(64, 64, 11))
+    code, _, err = render(capsys, x1, x2, "-o", tmp_path / "out", "--overwrite", "--ckpt", models["export"],
+                          "--subject", "face", "--stages")
+    assert code == 0, err
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == ["x_portrait.png", "x_portrait_1.png", "x_stages.jpg", "x_stages_1.jpg"]
+
+
+# ---------------------------------------------------------------------------------------------
+# selective classes and subject
+
+
+def _regions_photo(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
+    """Textured blocks on a grey background: red (hair), green (skin), blue (a body: background
+    for the face parse, person for the person model)."""
+    img = textured(96, 160, 12, base=(110, 110, 110), amp=50)
+    masks = {name: np.zeros((96, 160), bool) for name in ("hair", "skin", "body")}
+    masks["hair"][16:80, 8:52] = True
+    masks["skin"][16:80, 60:104] = True
+    masks["body"][16:80, 112:152] = True
+    for seed, (name, rgb) in enumerate((("hair", HAIR_RGB), ("skin", SKIN_RGB), ("body", BODY_RGB))):
+        img[masks[name]] = textured(96, 160, 13 + seed, base=rgb, amp=30)[masks[name]]
+    return save(tmp_path / "blocks.png", img), masks
+
+
+def _erode(mask: np.ndarray, r: int = 4) -> np.ndarray:
+    import cv2
+
+    return cv2.erode(mask.astype(np.uint8), np.ones((2 * r + 1, 2 * r + 1), np.uint8)).astype(bool)
+
+
+def _change(src: Path, out: Path) -> np.ndarray:
+    """Per-pixel mean absolute change ``(H, W)`` from the photo to the portrait (0..255)."""
+    before, after = (np.asarray(Image.open(p)).astype(float) for p in (src, out))
+    return np.abs(after - before).mean(-1)
+
+
+@pytest.mark.parametrize(("keep", "sharp"),
+                         [("hair", {"hair"}), ("skin", {"skin"}), ("10,1", {"hair", "skin"})])
+def test_keep_changes_which_pixels_stay_sharp(tmp_path, oracle, capsys, keep, sharp):
+    src, masks = _regions_photo(tmp_path)
+    code, _, err = render(capsys, src, "-o", tmp_path / "out", "--ckpt", "oracle", "--subject", "face",
+                          "--keep", keep, "--strength", 0.04, "--falloff", 0)
+    assert code == 0, err
+    change = _change(src, tmp_path / "out" / "blocks_portrait.png")
+    # alpha-derived expectation: the kept classes' interiors are the photo, everything else is blurred
+    alpha = np.logical_or.reduce([masks[name] for name in sharp])
+    assert change[_erode(alpha)].mean() < 1.0, change[_erode(alpha)].mean()
+    assert change[_erode(~alpha)].mean() > 10.0, change[_erode(~alpha)].mean()
+
+
+def test_person_ckpt_subject_is_person_mask_and_kept_classes(tmp_path, monkeypatch, capsys):
+    """--person-ckpt: subject = the person model's mask + the kept face classes."""
+    src, masks = _regions_photo(tmp_path)
+    person_info = {"class_names": ["background", "person"], "image_size": 96, "model": {"classes": 2}}
+
+    def load(path, map_location="cpu"):
+        if "person" in str(path):
+            return ColourOracle({1: BODY_RGB}, 2), person_info
+        return ColourOracle(FACE_CODE, NUM_CLASSES), HELEN_INFO
+
+    monkeypatch.setattr(cli_render, "load_segmenter", load)
+    code, _, err = render(capsys, src, "-o", tmp_path / "out", "--ckpt", "face.pt",
+                          "--person-ckpt", "person.pt", "--keep", "hair", "--strength", 0.04, "--falloff", 0)
+    assert code == 0, err
+    change = _change(src, tmp_path / "out" / "blocks_portrait.png")
+    subject = masks["hair"] | masks["body"]  # skin is not kept: blurred
+    assert change[_erode(subject)].mean() < 1.5, change[_erode(subject)].mean()
+    assert change[_erode(~subject)].mean() > 10.0
+
+    code, _, err = render(capsys, src, "-o", tmp_path / "out", "--ckpt", "face.pt",
+                          "--person-ckpt", "face2.pt")
+    assert code == 2 and "2-class person segmenter" in err
+
+
+def _portrait_photo(tmp_path: Path) -> tuple[Path, np.ndarray]:
+    """A colour-coded person: hair, a skin face with eyes and mouth, a blue body below it."""
+    import cv2
+
+    h, w = 160, 128
+    img = textured(h, w, 60, base=(120, 120, 120), amp=50)
+    layers = [(HAIR_RGB, lambda m: cv2.ellipse(m, (64, 44), (30, 32), 0, 0, 360, 1, -1)),
+              (BODY_RGB, lambda m: cv2.ellipse(m, (64, 170), (54, 80), 0, 0, 360, 1, -1)),
+              (SKIN_RGB, lambda m: cv2.ellipse(m, (64, 58), (22, 28), 0, 0, 360, 1, -1)),
+              (EYE_RGB, lambda m: cv2.circle(cv2.circle(m, (55, 52), 4, 1, -1), (73, 52), 4, 1, -1)),
+              (MOUTH_RGB, lambda m: cv2.rectangle(m, (56, 70), (72, 74), 1, -1))]
+    body = None
+    for i, (rgb, draw) in enumerate(layers):
+        mask = draw(np.zeros((h, w), np.uint8)).astype(bool)
+        img[mask] = textured(h, w, 61 + i, base=rgb, amp=25)[mask]
+        if rgb == BODY_RGB:
+            body = mask.copy()
+        elif body is not None:  # drawn over the body
+            body &= ~mask
+    return save(tmp_path / "person.png", img), body
+
+
+def test_subject_person_keeps_the_body_sharp(tmp_path, oracle, capsys):
+    pytest.importorskip("portraitseg.render.person", reason=NO_PERSON)
+    src, body = _portrait_photo(tmp_path)
+    change = {}
+    for subject in ("face", "person"):
+        code, _, err = render(capsys, src, "-o", tmp_path / subject, "--ckpt", "oracle", "--subject", subject,
+                              "--strength", 0.04, "--falloff", 0)
+        assert code == 0, err
+        assert "Traceback" not in err
+        change[subject] = _change(src, tmp_path / subject / "person_portrait.png")[_erode(body)].mean()
+    # the face parse labels the body background: blurred with subject=face, kept with person
+    assert change["face"] > 10.0, change
+    assert change["person"] < 0.3 * change["face"], change
+
+
+def test_subject_person_without_a_face_warns(tmp_path, oracle, capsys):
+    pytest.importorskip("portraitseg.render.person", reason=NO_PERSON)
+    src = save(tmp_path / "wall.png", textured(64, 64, 70))
+    code, _, err = render(capsys, src, "-o", tmp_path / "out", "--ckpt", "oracle")
+    assert code == 0, err
+    assert f"warning: {src}: " in err and "no face" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# bad inputs and usage errors
+
+
+def _bomb_png(path: Path, side: int = 60_000) -> Path:
+    """A tiny PNG whose header declares ``side x side`` RGB pixels (a decompression bomb)."""
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def _corpus(folder: Path) -> tuple[dict[str, Path], dict[str, Path]]:
+    """(bad files -> expected error words, convertible files that must render)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    good = save(folder / "good.jpg", textured(64, 80, 20))
+    bad = {}
+    (folder / "text.jpg").write_text("this is not an image\n")
+    bad["not an image"] = folder / "text.jpg"
+    (folder / "empty.png").write_bytes(b"")
+    bad["empty file"] = folder / "empty.png"
+    data = good.read_bytes()
+    (folder / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    bad["truncated"] = folder / "truncated.jpg"
+    bad["exceeds the limit"] = _bomb_png(folder / "bomb.png")
+    converted = {"good": good}
+    converted["grey"] = save(folder / "grey.png", textured(64, 64, 21)[..., 0])
+    rgba = np.dstack([textured(64, 64, 22), np.full((64, 64), 128, np.uint8)])
+    converted["rgba"] = save(folder / "rgba.png", rgba)
+    converted["cmyk"] = folder / "cmyk.jpg"
+    Image.fromarray(textured(64, 64, 23)).convert("CMYK").save(converted["cmyk"])
+    converted["16-bit"] = folder / "deep.png"
+    deep = (np.random.default_rng(24).random((64, 64)) * 65535).astype(np.uint16)
+    Image.fromarray(deep).save(converted["16-bit"])
+    converted["palette"] = folder / "palette.png"
+    Image.fromarray(textured(64, 64, 25)).convert("P").save(converted["palette"])
+    with Image.open(converted["16-bit"]) as img:
+        assert img.mode.startswith("I")  # really a 16-bit file
+    return bad, converted
+
+
+def test_bad_inputs_named_errors_others_rendered(tmp_path, models, capsys):
+    bad, converted = _corpus(tmp_path / "in")
+    before = {p: sha(p) for p in [*bad.values(), *converted.values()]}
+    missing = tmp_path / "in" / "missing.jpg"
+    code, _, err = render(capsys, *bad.values(), *converted.values(), missing, "-o", tmp_path / "out",
+                          "--ckpt", models["export"], "--subject", "face", "--max-pixels", 1_000_000)
+    assert code == 1
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == len(bad) + 1, err
+    for words, path in bad.items():
+        line = next(line for line in errors if str(path) in line)
+        assert words in line, line
+    assert any(str(missing) in line and "no such file" in line for line in errors)
+    for name, path in converted.items():
+        out = tmp_path / "out" / f"{path.stem}_portrait{path.suffix}"
+        assert out.is_file(), name
+        rendered = read_image(out)
+        assert rendered.shape[:2] == read_image(path).shape[:2], name
+    assert not any((tmp_path / "out" / f"{p.stem}_portrait{p.suffix}").exists() for p in bad.values())
+    assert {p: sha(p) for p in before} == before
+
+
+def test_cli_process_exit_codes_and_clean_stderr(tmp_path, models):
+    """The real entry point: per-file errors without a traceback, exit status 1, then 2 for usage."""
+    good = save(tmp_path / "my photos" / "good photo.png", textured(64, 64, 30))
+    bad = tmp_path / "my photos" / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really")
+    cmd = [sys.executable, "-m", "portraitseg.cli.main", "render", str(good), str(bad), "-o",
+           str(tmp_path / "out"), "--ckpt", str(models["export"]), "--subject", "face"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert f"error: {bad}:" in proc.stderr
+    assert (tmp_path / "out" / "good photo_portrait.png").is_file()
+
+
+
+def test_no_input_matched_is_a_usage_error(tmp_path, models, capsys):
+    (tmp_path / "empty").mkdir()
+    for spec in (tmp_path / "nothing*.png", tmp_path / "absent.jpg", tmp_path / "empty"):
+        code, _, err = render(capsys, spec, "--ckpt", models["export"], "-o", tmp_path / "out")
+        assert code == 2 and "no input images" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_model_says_what_to_pass(tmp_path, monkeypatch, capsys):
+    src = save(tmp_path / "p.png", textured(64, 64, 40))
+    monkeypatch.setattr(cli_render, "default_model_path", lambda: None)
+    monkeypatch.chdir(tmp_path)
+    code, _, err = render(capsys, src)
+    assert code == 2
+    assert "--ckpt outputs/<task>/runs/<time>/checkpoints/last.ckpt" in err and "python train.py" in err
+    assert "Traceback" not in err
+
+    # with a run in the current folder, its newest checkpoint is named
+    ckpt = tmp_path / "outputs" / "demo" / "runs" / "2024-01-01_00-00-00" / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"x")
+    code, _, err = render(capsys, src)
+    assert code == 2 and "outputs/demo/runs/2024-01-01_00-00-00/checkpoints/last.ckpt" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--ckpt", "{tmp}/nope.ckpt"], "no such model file"),
+        (["--ckpt", "{tmp}/p.png"], "not a PyTorch file"),
+        (["--keep", "hair,beard"], "unknown class 'beard'"),
+        (["--render", "fisheye"], "invalid choice"),
+        (["--quality", "0"], "--quality 0"),
+        (["--strength", "-1"], "strength=-1.0 must be >= 0"),
+    ],
+)
+def test_usage_errors_exit_2(tmp_path, models, capsys, argv, message):
+    src = save(tmp_path / "p.png", textured(64, 64, 41))
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    if "--ckpt" not in argv:
+        argv += ["--ckpt", str(models["export"])]
+    try:
+        code, _, err = render(capsys, src, "-o", tmp_path / "out", *argv)
+    except SystemExit as exit_:  # argparse's own usage errors
+        code, err = exit_.code, capsys.readouterr().err
+    assert code == 2
+    assert message in err, err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_lightning_ckpt_tta_and_model_size(tmp_path, models, capsys):
+    src = save(tmp_path / "wide.png", textured(60, 140, 50))
+    code, _, err = render(capsys, src, "-o", tmp_path / "out", "--ckpt", models["ckpt"], "--tta",
+                          "--model-size", 96, "--render", "gaussian", "--subject", "face", "--device", "cpu")
+    assert code == 0, err
+    assert np.asarray(Image.open(tmp_path / "out" / "wide_portrait.png")).shape == (60, 140, 3)
+
+
+def test_segment_probabilities_at_model_resolution(models):
+    model = cli_render.load_model(models["export"], torch.device("cpu"), None)
+    assert model.size == 64 and model.helen
+    rgb = textured(300, 150, 51)
+    with torch.inference_mode():
+        probs = cli_render.segment(model, rgb)
+        probs_tta = cli_render.segment(model, rgb, tta=True)
+    assert probs.shape == probs_tta.shape == (1, NUM_CLASSES, 64, 32)  # letterbox cropped
+    torch.testing.assert_close(probs.sum(1), torch.ones(1, 64, 32))
+
+
+def test_render_config_composes_presets_and_overrides():
+    presets = cli_render.render_presets()
+    assert {"disc", "gaussian"} <= set(presets)
+    node = cli_render.render_config("gaussian", {"strength": 0.03, "falloff": None})
+    renderer, _, _ = cli_render.build_renderer(node, (HAIR,))
+    assert renderer.keep == (HAIR,)
+    assert renderer.options["blur"] == "gaussian" and renderer.options["strength"] == 0.03
+    default = cli_render._default_preset()
+    assert default in presets
