@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 import zipfile
 from pathlib import Path
@@ -133,6 +134,12 @@ def test_export_cli_writes_weights_and_card(ckpt, tmp_path, capsys):
                             "--card", str(tmp_path / "MODEL_CARD.md")]) == 0
     card = (tmp_path / "MODEL_CARD.md").read_text()
     assert "f1_overall" in card and "tu-mobilenetv3_small_050" in card and "neck" in card
+    # metrics.json of eval.py (NaN written as null) replaces the checkpoint's val scores
+    (tmp_path / "metrics.json").write_text('{"scores": {"f1_overall": 0.75, "f1/inner_mouth": null}}')
+    assert checkpoint.main(["--ckpt", str(ckpt), "--out", str(tmp_path / "e.pt"),
+                            "--metrics", str(tmp_path / "metrics.json")]) == 0
+    _, info = load_segmenter(tmp_path / "e.pt")
+    assert info["metrics"]["f1_overall"] == 0.75 and math.isnan(info["metrics"]["f1/inner_mouth"])
     assert "wrote" in capsys.readouterr().out
     assert checkpoint.main(["--ckpt", str(tmp_path / "missing.ckpt"), "--out", "x.pt"]) == 2
     assert "no such model file" in capsys.readouterr().err

@@ -326,7 +326,8 @@ def export_weights(
         "dtype": str(dtype).removeprefix("torch."),
         "class_names": info["class_names"],
         "image_size": info["image_size"],
-        "metrics": {str(k): float(v) for k, v in (metrics or info["metrics"]).items()},
+        "metrics": {str(k): float("nan") if v is None else float(v)  # JSON null = NaN
+                    for k, v in (metrics or info["metrics"]).items()},
         "source": {
             **info["source"],
             "file": ckpt_path.name,
