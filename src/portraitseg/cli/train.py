@@ -18,7 +18,7 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from portraitseg.cli import config_dir
@@ -58,6 +58,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     module = build_module(cfg)
     callbacks: list[Callback] = _instantiate_all(cfg.get("callbacks"))
     loggers = _instantiate_all(cfg.get("logger"))
+    if not loggers:  # LearningRateMonitor refuses to run without a logger (e.g. debug=fdr)
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
@@ -130,9 +132,9 @@ def _write_metrics_json(
 _DDP_ARGS_ENV = "PORTRAITSEG_DDP_ARGS"
 _DDP_PARENT_ENV = "PORTRAITSEG_DDP_PARENT"
 #: hydra overrides a DDP child must not inherit (it runs one job in the parent's directory)
-_NOT_INHERITED = ("hydra.run", "hydra.sweep", "hydra.mode", "hydra.output_subdir", "hydra.job.name",
-                  "hydra/job_logging", "hydra.job_logging", "hydra/hydra_logging",
-                  "hydra.hydra_logging", "hydra/launcher", "hydra.launcher")
+_NOT_INHERITED = ("hydra.run", "hydra.sweep", "hydra.sweeper", "hydra/sweeper", "hydra.mode",
+                  "hydra.output_subdir", "hydra.job.name", "hydra/job_logging", "hydra.job_logging",
+                  "hydra/hydra_logging", "hydra.hydra_logging", "hydra/launcher", "hydra.launcher")
 #: command-line flags of a Hydra app that select the config (kept for DDP children)
 _CONFIG_FLAGS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd")
 #: set by Lightning's DDP launcher in the process that starts the ranks
@@ -176,7 +178,7 @@ def ddp_child_args(argv: Sequence[str], task: Sequence[str], hydra_overrides: Se
         argv: the parent's ``sys.argv[1:]`` (only its config-selection flags are kept).
         task: the job's task overrides (``hydra.overrides.task``: exactly this job, also in a sweep).
         hydra_overrides: the job's ``hydra.overrides.hydra``; those about run/sweep directories,
-            mode, logging and launcher are dropped.
+            mode, sweeper, logging and launcher are dropped.
         output_dir: the parent job's output directory.
     """
     inherited = [o for o in hydra_overrides if not _override_key(o).startswith(_NOT_INHERITED)]
