@@ -168,23 +168,33 @@ def test_folder_glob_and_recursive(tmp_path, models, capsys):
     assert [p.name for p in (tmp_path / "glob").iterdir()] == ["a_portrait.png"]
 
 
-def test_exif_rotated_input_gives_upright_output(tmp_path, models, capsys):
-    stored = textured(64, 96, 6, amp=10)
-    stored[:, :24] = (230, 20, 20)  # left columns red: after orientation 6 (rotate 90 cw) the top rows
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    src = save(tmp_path / "rotated.jpg", stored, exif=exif.tobytes(), quality=95)
-    upright = read_image(src)
-    assert upright.shape == (96, 64, 3)
+#: The inverse of the transpose ``ImageOps.exif_transpose`` applies for each EXIF orientation.
+STORE_FOR_ORIENTATION = {
+    1: None, 2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_90,
+    7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_270,
+}
 
-    code, _, err = render(capsys, src, "-o", tmp_path / "out", "--ckpt", models["export"],
+
+def test_every_exif_orientation_gives_upright_output(tmp_path, models, capsys):
+    upright = textured(96, 64, 6, amp=10)
+    upright[:32, :24] = (230, 20, 20)  # a red block at the top left of the upright photo
+    (tmp_path / "in").mkdir()
+    for orientation, store in STORE_FOR_ORIENTATION.items():
+        img = Image.fromarray(upright)
+        img = img.transpose(store) if store is not None else img
+        exif = Image.Exif()
+        exif[0x0112] = orientation  # Orientation
+        img.save(tmp_path / "in" / f"o{orientation}.jpg", exif=exif.tobytes(), quality=95)
+    code, _, err = render(capsys, tmp_path / "in", "-o", tmp_path / "out", "--ckpt", models["export"],
                           "--subject", "face")
     assert code == 0, err
-    out = np.asarray(Image.open(tmp_path / "out" / "rotated_portrait.jpg"))
-    assert out.shape == upright.shape
-    top, bottom = out[:16].reshape(-1, 3).mean(0), out[-16:].reshape(-1, 3).mean(0)
-    assert top[0] > 180 and top[1] < 80, top
-    assert bottom[0] < 160, bottom
+    for orientation in STORE_FOR_ORIENTATION:
+        out = np.asarray(Image.open(tmp_path / "out" / f"o{orientation}_portrait.jpg")).astype(float)
+        assert out.shape == upright.shape, orientation
+        marker, rest = out[4:28, 4:20].reshape(-1, 3).mean(0), out[40:, 30:].reshape(-1, 3).mean(0)
+        assert marker[0] > 180 and marker[1] < 80, (orientation, marker)
+        assert rest[0] < 160, (orientation, rest)
 
 
 def test_stages_figure(tmp_path, models, capsys):
@@ -432,19 +442,23 @@ def test_bad_inputs_named_errors_others_rendered(tmp_path, models, capsys):
 
 
 def test_cli_process_exit_codes_and_clean_stderr(tmp_path, models):
-    """The real entry point: per-file errors without a traceback, exit status 1, then 2 for usage."""
-    good = save(tmp_path / "my photos" / "good photo.png", textured(64, 64, 30))
-    bad = tmp_path / "my photos" / "broken.jpg"
+    """The real entry point: a per-file error without a traceback, the good file rendered, status 1."""
+    folder = tmp_path / "my photos"
+    try:  # a file name that is not valid UTF-8 (and has a space): printed escaped, never a crash
+        good = save(folder / os.fsdecode(b"good caf\xe9.png"), textured(64, 64, 30))
+    except (OSError, UnicodeError):
+        good = save(folder / "good photo.png", textured(64, 64, 30))
+    bad = folder / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 not really")
     cmd = [sys.executable, "-m", "portraitseg.cli.main", "render", str(good), str(bad), "-o",
            str(tmp_path / "out"), "--ckpt", str(models["export"]), "--subject", "face"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONIOENCODING": "utf-8:strict"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, errors="replace")
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     assert f"error: {bad}:" in proc.stderr
-    assert (tmp_path / "out" / "good photo_portrait.png").is_file()
-
+    assert (tmp_path / "out" / f"{good.stem}_portrait.png").is_file()
+    assert "good" in proc.stdout and "_portrait.png" in proc.stdout
 
 
 def test_no_input_matched_is_a_usage_error(tmp_path, models, capsys):
@@ -463,6 +477,9 @@ def test_missing_model_says_what_to_pass(tmp_path, monkeypatch, capsys):
     assert code == 2
     assert "--ckpt outputs/<task>/runs/<time>/checkpoints/last.ckpt" in err and "python train.py" in err
     assert "Traceback" not in err
+
+    code, _, err = render(capsys, src, "--ckpt", "")  # e.g. the Makefile's $(ls ...) found nothing
+    assert code == 2 and "--ckpt is empty" in err
 
     # with a run in the current folder, its newest checkpoint is named
     ckpt = tmp_path / "outputs" / "demo" / "runs" / "2024-01-01_00-00-00" / "checkpoints" / "last.ckpt"
@@ -525,3 +542,37 @@ def test_render_config_composes_presets_and_overrides():
     assert renderer.options["blur"] == "gaussian" and renderer.options["strength"] == 0.03
     default = cli_render._default_preset()
     assert default in presets
+
+
+def test_preset_subject_and_person_options_reach_the_person_extension(tmp_path, monkeypatch, oracle, capsys):
+    """A preset's ``subject`` and ``person:`` block (issue 7) configure the subject, not the renderer."""
+    conf = tmp_path / "conf"
+    (conf / "render").mkdir(parents=True)
+    (conf / "render.yaml").write_text((REPO / "conf" / "render.yaml").read_text())
+    (conf / "render" / "disc.yaml").write_text("_target_: portraitseg.render.PortraitRenderer\nblur: disc\n"
+                                               "subject: face\nperson:\n  work_size: 96\n")
+    monkeypatch.setattr(cli_render, "_conf_dir", lambda: conf)
+    renderer, subject, person = cli_render.build_renderer(cli_render.render_config("disc", {}), (HAIR,))
+    assert subject == "face" and person == {"work_size": 96}
+    assert renderer.keep == (HAIR,)
+
+    seen = {}
+    if cli_render.person_available():
+        import portraitseg.render.person as person_module
+
+        real = person_module.person_alpha
+
+        def spy(image, probs, keep, **options):
+            seen.update(options)
+            return real(image, probs, keep, **options)
+
+        monkeypatch.setattr(person_module, "person_alpha", spy)
+    src = save(tmp_path / "p.png", textured(64, 64, 80))
+    code, _, err = render(capsys, src, "-o", tmp_path / "face", "--ckpt", "oracle")  # the preset's subject
+    assert code == 0, err
+    assert seen == {}
+    if cli_render.person_available():
+        code, _, err = render(capsys, src, "-o", tmp_path / "person", "--ckpt", "oracle",
+                              "--subject", "person")
+        assert code == 0, err
+        assert seen == {"work_size": 96}

@@ -37,10 +37,9 @@ from portraitseg.io import InputError, read_image, write_image
 from portraitseg.models.checkpoint import DEFAULT_MODEL, default_model_path, load_segmenter
 
 #: File suffixes picked up from folders (explicit files and glob matches are tried whatever
-#: their suffix, so a misnamed file gets a clear per-file error instead of being skipped).
+#: their suffix, so a misnamed file gets a clear per-file error instead of being skipped), and
+#: the formats outputs are written in; other readable inputs (e.g. .gif) give a .png.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
-#: Suffixes written as they are; any other readable input is written as PNG.
-WRITABLE_SUFFIXES = IMAGE_SUFFIXES
 #: Default decode limit of the CLI: 50 MP covers 48 MP phone and 45 MP DSLR photos while keeping
 #: the render's memory (about 200 bytes per pixel on CPU) bounded; raise it with --max-pixels.
 DEFAULT_MAX_PIXELS = 50_000_000
@@ -148,7 +147,7 @@ def expand_inputs(
 
 
 def _output_suffix(path: Path) -> str:
-    return path.suffix if path.suffix.lower() in WRITABLE_SUFFIXES else ".png"
+    return path.suffix if path.suffix.lower() in IMAGE_SUFFIXES else ".png"
 
 
 class OutputNamer:
@@ -254,8 +253,14 @@ def missing_model_message() -> str:
 
 
 def load_model(path: str | os.PathLike | None, device: torch.device, model_size: int | None) -> Model:
-    """Load ``--ckpt`` (or the bundled model) onto ``device``; :class:`UsageError` if unusable."""
-    if path is None:
+    """Load ``--ckpt`` (None or ``default``: the bundled model) onto ``device``.
+
+    Raises:
+        UsageError: no model, or the file is missing or not a portraitseg checkpoint.
+    """
+    if path is not None and not str(path).strip():  # e.g. --ckpt "$(ls ... | head -1)" found nothing
+        raise UsageError("--ckpt is empty. " + missing_model_message())
+    if path is None or str(path) == "default":
         path = default_model_path()
         if path is None:
             raise UsageError(missing_model_message())
@@ -269,7 +274,8 @@ def load_model(path: str | os.PathLike | None, device: torch.device, model_size:
 
 
 def render_config(preset: str, overrides: dict[str, Any]) -> Any:
-    """Compose ``conf/render.yaml`` with ``render=<preset>`` and apply ``overrides`` to it.
+    """Compose ``conf/render.yaml`` with ``render=<preset>`` and apply ``overrides`` to it
+    (None values are skipped, except ``sigma``, where None means "use strength").
 
     Returns the ``render`` node (a ``DictConfig`` with ``_target_``).
     """
@@ -288,7 +294,7 @@ def render_config(preset: str, overrides: dict[str, Any]) -> Any:
     node = cfg.render
     with open_dict(node):
         for key, value in overrides.items():
-            if value is not None:
+            if value is not None or key == "sigma":
                 node[key] = value
     return node
 
@@ -522,11 +528,16 @@ def render_file(job: Job, src: Path, out: Path, figure: Path | None) -> list[str
 def _error_text(err: BaseException) -> str:
     if isinstance(err, InputError):
         return str(err)
-    if isinstance(err, (MemoryError, torch.OutOfMemoryError)):
+    if isinstance(err, (MemoryError, torch.cuda.OutOfMemoryError)) or "can't allocate memory" in str(err):
         return ("out of memory while rendering; lower --max-pixels to skip such photos, use "
                 "--device cpu if the GPU is small, or downscale the photo")
     text = str(err).strip().splitlines()[0] if str(err).strip() else ""
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def _say(text: str, file: Any = None) -> None:
+    """``print`` that never fails on file names that are not valid UTF-8 (shown as ``\\xNN``)."""
+    print(text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"), file=file)
 
 
 def _progress(total: int, quiet: bool):
@@ -546,23 +557,15 @@ def run(args: argparse.Namespace) -> int:
     try:
         return _run(args)
     except UsageError as err:
-        print(f"portraitseg render: error: {err}", file=sys.stderr)
+        _say(f"portraitseg render: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("portraitseg render: interrupted", file=sys.stderr)
+        _say("portraitseg render: interrupted", file=sys.stderr)
         return 130
 
 
-def _run(args: argparse.Namespace) -> int:
-    outdir = Path(args.output).expanduser()
-    items, missing, skipped = expand_inputs(args.inputs, args.recursive, outdir)
-    if skipped and not args.quiet:
-        print(f"note: skipped {skipped} file(s) in {outdir} named like earlier outputs (*{PORTRAIT_TAG}*, "
-              f"*{STAGES_TAG}*); name them explicitly to render them", file=sys.stderr)
-    if not items:
-        what = ", ".join(repr(s) for s in missing) if missing else "the given folders hold no images"
-        raise UsageError(f"no input images: nothing matched {what} (image suffixes: "
-                         f"{' '.join(IMAGE_SUFFIXES)}; use --recursive for sub-folders)")
+def build_job(args: argparse.Namespace) -> Job:
+    """Load the model(s) and the render preset of a command line; :class:`UsageError` if unusable."""
     if not 1 <= args.quality <= 100:
         raise UsageError(f"--quality {args.quality}: must be 1..100")
     if args.max_pixels < 1:
@@ -577,6 +580,8 @@ def _run(args: argparse.Namespace) -> int:
 
     overrides = {"strength": args.strength, "falloff": args.falloff, "feather": args.feather,
                  "highlights": args.highlights}
+    if args.strength is not None:
+        overrides["sigma"] = None  # a preset's absolute sigma would override --strength
     node = render_config(args.render, overrides)
     if keep is None:  # the preset's: null (all but background), "hair,skin" or [hair, skin]
         preset_keep = node.get("keep")
@@ -588,31 +593,40 @@ def _run(args: argparse.Namespace) -> int:
     if max(keep) >= model.classes:
         raise UsageError(f"--keep: class ids {keep} do not exist in this {model.classes}-class model")
     renderer, preset_subject, person_options = build_renderer(node, keep)
-    renderer = renderer.to(device)
+
     subject = args.subject or preset_subject or "person"
     if subject not in ("person", "face"):
-        raise UsageError(f"subject {subject!r}: choose person or face")
-    notes: list[str] = []
-    if person is None and subject == "person":
-        if not model.helen:
-            notes.append("the model is not a Helen face parser; rendering its kept classes as the subject "
-                         "(--subject face)")
-            subject = "face"
-        elif not person_available():
-            notes.append("the whole-person extension (portraitseg.render.person) is not installed; "
-                         "rendering --subject face")
-            subject = "face"
-    for note in notes:
-        print(f"warning: {note}", file=sys.stderr)
+        raise UsageError(f"subject {subject!r} (from --render {args.render}): choose person or face")
+    if person is None and subject == "person" and not (model.helen and person_available()):
+        reason = ("the model is not a Helen face parser" if not model.helen else
+                  "the whole-person extension (portraitseg.render.person) is not installed")
+        _say(f"warning: {reason}; rendering the kept classes as the subject (--subject face)",
+             file=sys.stderr)
+        subject = "face"
+    return Job(model, renderer.to(device), keep, subject, person, person_options, args.tta, args.max_pixels,
+               args.quality, device)
 
-    job = Job(model, renderer, keep, subject, person, person_options, args.tta, args.max_pixels, args.quality,
-              device)
+
+def _run(args: argparse.Namespace) -> int:
+    outdir = Path(args.output).expanduser()
+    items, missing, skipped = expand_inputs(args.inputs, args.recursive, outdir)
+    if skipped and not args.quiet:
+        _say(f"note: skipped {skipped} file(s) in {outdir} named like earlier outputs (*{PORTRAIT_TAG}*, "
+             f"*{STAGES_TAG}*); name them explicitly to render them", file=sys.stderr)
+    if not items:
+        what = ", ".join(repr(s) for s in missing) if missing else "the given folders hold no images"
+        raise UsageError(f"no input images: nothing matched {what} (image suffixes: "
+                         f"{' '.join(IMAGE_SUFFIXES)}; use --recursive for sub-folders)")
+    job = build_job(args)
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"-o {outdir}: cannot create the output folder ({err.strerror or err})") from None
+
     namer = OutputNamer([p for p, _ in items], args.overwrite)
-    failed = 0
     for spec in missing:
-        print(f"error: {spec}: no such file, folder or matching pattern", file=sys.stderr)
-        failed += 1
-    total = len(items) + len(missing)
+        _say(f"error: {spec}: no such file, folder or matching pattern", file=sys.stderr)
+    failed = len(missing)
     start = time.perf_counter()
     progress = _progress(len(items), args.quiet)
     task = progress.add_task("", total=len(items)) if progress else None
@@ -628,27 +642,27 @@ def _run(args: argparse.Namespace) -> int:
                 folder.mkdir(parents=True, exist_ok=True)
                 out, figure = namer(src, folder, args.stages)
                 warnings = render_file(job, src, out, figure)
-            except KeyboardInterrupt:
-                raise
             except Exception as err:  # noqa: BLE001 - one bad file must not stop the others
                 failed += 1
-                print(f"error: {src}: {_error_text(err)}" if not isinstance(err, InputError)
-                      else f"error: {_error_text(err)}", file=sys.stderr)
+                # InputError messages start with the file name already
+                where = "" if isinstance(err, InputError) else f"{src}: "
+                _say(f"error: {where}{_error_text(err)}", file=sys.stderr)
             else:
                 for warning in warnings:
-                    print(f"warning: {src}: {warning}", file=sys.stderr)
+                    _say(f"warning: {src}: {warning}", file=sys.stderr)
                 if not args.quiet:
                     extra = f" + {figure}" if figure is not None else ""
-                    print(f"{src} -> {out}{extra} ({time.perf_counter() - t0:.2f} s)")
+                    _say(f"{src} -> {out}{extra} ({time.perf_counter() - t0:.2f} s)")
             if progress:
                 progress.advance(task)
     finally:
         if progress:
             progress.stop()
-    done = total - failed
+    total = len(items) + len(missing)
     if not args.quiet or failed:
-        print(f"rendered {done} of {total} input(s) into {outdir} in {time.perf_counter() - start:.1f} s"
-              + (f"; {failed} failed (see the error lines above)" if failed else ""), file=sys.stderr)
+        _say(f"rendered {total - failed} of {total} input(s) into {outdir} in "
+             f"{time.perf_counter() - start:.1f} s"
+             + (f"; {failed} failed (see the error lines above)" if failed else ""), file=sys.stderr)
     return 1 if failed else 0
 
 
