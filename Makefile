@@ -32,7 +32,7 @@ demo: $(STAMP)
 	$(PY) -m portraitseg.data synth --root data/synthetic --n 64 --seed 0 --size 128
 	$(PY) -m portraitseg.data check data/synthetic
 	$(PY) train.py experiment=demo
-	$(PY) -m portraitseg.cli.main render data/synthetic/train/images/synth_0000.png -o outputs/demo/portraits --ckpt "$$(ls -t outputs/demo/runs/*/checkpoints/last.ckpt | head -1)" --stages
+	$(PY) -m portraitseg.cli.main render data/synthetic/train/images/synth_0000.png -o outputs/demo/portraits --ckpt "$$(ls -t outputs/demo/runs/*/checkpoints/last.ckpt | head -1)" --stages --overwrite
 	@echo "portrait written to outputs/demo/portraits/"
 
 test: $(STAMP)
