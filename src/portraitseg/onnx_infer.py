@@ -1,0 +1,179 @@
+"""Portraits with onnxruntime + numpy + OpenCV only: no PyTorch at run time.
+
+For apps that ship the ONNX model written by ``portraitseg export`` instead of PyTorch::
+
+    from portraitseg.onnx_infer import OnnxPortrait
+    portrait = OnnxPortrait("model.onnx")
+    rgb = read_rgb("photo.jpg")                   # (H, W, 3) uint8, EXIF-upright
+    out = portrait(rgb)                           # (H, W, 3) uint8
+    write_rgb("photo_portrait.jpg", out)
+
+or ``python -m portraitseg.onnx_infer model.onnx photo.jpg photo_portrait.jpg``.
+
+The steps are those of the PyTorch path, simplified: letterbox the photo to the model's input
+size (long side = training size, padded bottom/right), run the segmenter, softmax, crop the
+letterbox, sum the probabilities of the kept classes (all but background by default) into a
+subject alpha, upsample it to the photo, blur the background with the subject removed
+(renormalized, so no halo of the subject bleeds into it), and blend ``alpha * photo + (1 - alpha)
+* background``. The PyTorch renderer (:func:`portraitseg.render.render_portrait`) adds guided
+alpha refinement, lens-disc blur, depth falloff and highlight boosting.
+
+This module imports only numpy, OpenCV and onnxruntime (checked by the tests).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+#: blur sigma as a fraction of the photo's short side (as ``strength`` of the PyTorch renderer)
+DEFAULT_STRENGTH = 0.012
+#: model input size when the ONNX file does not record its training size
+DEFAULT_SIZE = 256
+
+
+def read_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Decode an image file as RGB ``(H, W, 3)`` uint8, upright per its EXIF orientation."""
+    data = np.fromfile(str(path), dtype=np.uint8)
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if bgr is None:
+        raise ValueError(f"{path}: not an image OpenCV can decode")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def write_rgb(path: str | os.PathLike, rgb: np.ndarray, quality: int = 95) -> None:
+    """Encode RGB ``(H, W, 3)`` uint8 to ``path`` (format from the suffix), atomically."""
+    suffix = os.path.splitext(str(path))[1] or ".png"
+    ok, buf = cv2.imencode(suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError(f"{path}: OpenCV cannot encode {suffix!r}")
+    tmp = f"{path}.{os.getpid()}.tmp"
+    buf.tofile(tmp)
+    os.replace(tmp, path)
+
+
+def softmax(logits: np.ndarray, axis: int = 0) -> np.ndarray:
+    """Numerically stable softmax along ``axis`` (float32)."""
+    z = logits - logits.max(axis=axis, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=axis, keepdims=True)
+    return z
+
+
+def letterbox(rgb: np.ndarray, size: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """Resize the long side to ``size`` and pad bottom/right with black to ``size x size``.
+
+    Returns the model input ``(1, 3, size, size)`` float32 in [0, 1] and the valid ``(h, w)``.
+    """
+    h0, w0 = rgb.shape[:2]
+    scale = size / max(h0, w0)
+    h, w = max(1, round(h0 * scale)), max(1, round(w0 * scale))
+    small = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    canvas = np.zeros((size, size, 3), np.float32)
+    canvas[:h, :w] = small.astype(np.float32) / 255.0
+    return canvas.transpose(2, 0, 1)[None].copy(), (h, w)
+
+
+def background_blur(rgb: np.ndarray, alpha: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of the photo with the subject removed and the weights renormalized.
+
+    ``rgb`` ``(H, W, 3)`` float32, ``alpha`` ``(H, W)`` float32 in [0, 1]. Large sigmas are
+    blurred at a reduced scale (a Gaussian of sigma >= 4 px loses nothing to it).
+    """
+    weight = 1.0 - alpha
+    stack = np.concatenate([rgb * weight[..., None], weight[..., None]], axis=2)
+    h, w = alpha.shape
+    factor = max(1.0, sigma / 4.0)
+    if factor > 1.0:
+        small = cv2.resize(stack, (max(1, round(w / factor)), max(1, round(h / factor))),
+                           interpolation=cv2.INTER_AREA)
+        small = cv2.GaussianBlur(small, (0, 0), sigma / factor, borderType=cv2.BORDER_REFLECT)
+        blurred = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    else:
+        blurred = cv2.GaussianBlur(stack, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+    return blurred[..., :3] / np.maximum(blurred[..., 3:], 1e-3)
+
+
+class OnnxPortrait:
+    """The ONNX segmenter + a numpy portrait render.
+
+    Args:
+        model: the ``.onnx`` file written by ``portraitseg export``.
+        keep: class ids kept sharp (default: every class but 0, background).
+        size: model input size (default: the training size stored in the model, else 256).
+        strength: background blur sigma as a fraction of the photo's short side.
+        threads: onnxruntime intra-op threads (``None``: its default, all cores).
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike,
+        keep: Sequence[int] | None = None,
+        size: int | None = None,
+        strength: float = DEFAULT_STRENGTH,
+        threads: int | None = None,
+    ) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        meta = self.session.get_modelmeta().custom_metadata_map
+        names = json.loads(meta["portraitseg.class_names"]) if meta.get("portraitseg.class_names") else None
+        classes = int(meta.get("portraitseg.classes", len(names) if names else 11))
+        self.class_names: list[str] = names or [str(i) for i in range(classes)]
+        self.keep = tuple(keep) if keep is not None else tuple(range(1, classes))
+        if not self.keep or not all(0 <= k < classes for k in self.keep):
+            raise ValueError(f"keep={self.keep}: class ids must be in 0..{classes - 1}")
+        trained = meta.get("portraitseg.image_size")
+        self.size = int(size or (int(trained) if trained else DEFAULT_SIZE))
+        self.strength = strength
+
+    def probabilities(self, rgb: np.ndarray) -> np.ndarray:
+        """Class probabilities ``(K, h, w)`` at model resolution (letterbox cropped)."""
+        batch, (h, w) = letterbox(rgb, self.size)
+        (logits,) = self.session.run(["logits"], {"image": batch})
+        return softmax(logits[0, :, :h, :w], axis=0)
+
+    def alpha(self, rgb: np.ndarray) -> np.ndarray:
+        """Subject alpha ``(H, W)`` float32 in [0, 1] at the photo's resolution."""
+        probs = self.probabilities(rgb)
+        small = probs[list(self.keep)].sum(axis=0)
+        alpha = cv2.resize(small, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
+        return np.clip(alpha, 0.0, 1.0)
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        """RGB ``(H, W, 3)`` uint8 photo -> portrait ``(H, W, 3)`` uint8."""
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f"expected an RGB (H, W, 3) uint8 image, got {rgb.shape} {rgb.dtype}")
+        alpha = self.alpha(rgb)
+        image = rgb.astype(np.float32)
+        sigma = max(0.5, self.strength * min(rgb.shape[:2]))
+        background = background_blur(image, alpha, sigma)
+        out = alpha[..., None] * image + (1.0 - alpha[..., None]) * background
+        return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m portraitseg.onnx_infer MODEL.onnx INPUT OUTPUT``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 3:
+        print("usage: python -m portraitseg.onnx_infer MODEL.onnx INPUT_IMAGE OUTPUT_IMAGE", file=sys.stderr)
+        return 2
+    model, src, dst = args
+    try:
+        write_rgb(dst, OnnxPortrait(model)(read_rgb(src)))
+    except (ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
