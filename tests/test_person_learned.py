@@ -35,6 +35,18 @@ TINY = [
 ]
 
 
+def face_ckpt(path: Path) -> Path:
+    """An untrained 11-class face parser saved as `python train.py` would (weights only)."""
+    config = {"_target_": "portraitseg.models.create_model", "arch": "fcn",
+              "encoder_name": "tu-mobilenetv3_small_050", "encoder_weights": None, "classes": NUM_CLASSES}
+    torch.manual_seed(0)
+    net = create_model(**{k: v for k, v in config.items() if k != "_target_"})
+    torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
+                "pytorch-lightning_version": "2.5.0", "hyper_parameters": {"net": config},
+                "datamodule_hyper_parameters": {"image_size": 64}}, path)
+    return path
+
+
 def _exporter():
     spec = importlib.util.spec_from_file_location("export_person_masks", EXPORTER)
     module = importlib.util.module_from_spec(spec)
@@ -82,9 +94,10 @@ def test_person_alpha_from_model_end_to_end(person_ckpt):
     model, info = load_person_model(ckpt)
     s = make_sample(20, seed=0, size=(96, 80))
     image = torch.from_numpy(s.image).permute(2, 0, 1)[None].float() / 255
-    probs = torch.nn.functional.one_hot(torch.from_numpy(s.label).long(), NUM_CLASSES).permute(2, 0, 1)[None]
-    probs = probs.float()
-    alpha, warnings = person_alpha_from_model(image, model, probs, input_size=info["image_size"], work_size=64)
+    probs = torch.nn.functional.one_hot(torch.from_numpy(s.label).long(), NUM_CLASSES)
+    probs = probs.permute(2, 0, 1)[None].float()
+    alpha, warnings = person_alpha_from_model(image, model, probs, input_size=info["image_size"],
+                                              work_size=64)
     assert alpha.shape == (1, 1, 64, 53) and alpha.dtype == image.dtype
     assert 0 <= float(alpha.min()) and float(alpha.max()) <= 1
     assert isinstance(warnings, list)
@@ -110,13 +123,8 @@ def test_person_model_finding_nobody_warns():
 
 
 def test_face_model_is_refused_as_person_model(tmp_path):
-    config = {"_target_": "portraitseg.models.create_model", "arch": "fcn",
-              "encoder_name": "tu-mobilenetv3_small_050", "encoder_weights": None, "classes": NUM_CLASSES}
-    net = create_model(**{k: v for k, v in config.items() if k != "_target_"})
-    torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
-                "pytorch-lightning_version": "2.5.0", "hyper_parameters": {"net": config}}, tmp_path / "face.ckpt")
     with pytest.raises(CheckpointError, match="2 classes"):
-        load_person_model(tmp_path / "face.ckpt")
+        load_person_model(face_ckpt(tmp_path / "face.ckpt"))
     with pytest.raises(ValueError, match="2 classes"):
         person_alpha_from_model(torch.rand(1, 3, 32, 32), torch.zeros(1, NUM_CLASSES, 32, 32))
 
@@ -126,14 +134,7 @@ def test_render_cli_with_person_ckpt(person_ckpt, tmp_path, capsys):
     from portraitseg.cli.main import main
 
     ckpt, _, data = person_ckpt
-    config = {"_target_": "portraitseg.models.create_model", "arch": "fcn",
-              "encoder_name": "tu-mobilenetv3_small_050", "encoder_weights": None, "classes": NUM_CLASSES}
-    torch.manual_seed(0)
-    net = create_model(**{k: v for k, v in config.items() if k != "_target_"})
-    face = tmp_path / "face.ckpt"
-    torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
-                "pytorch-lightning_version": "2.5.0", "hyper_parameters": {"net": config},
-                "datamodule_hyper_parameters": {"image_size": 64}}, face)
+    face = face_ckpt(tmp_path / "face.ckpt")
     photo = sorted((data / "test" / "images").iterdir())[0]
     code = main(["render", str(photo), "-o", str(tmp_path / "out"), "--ckpt", str(face),
                  "--person-ckpt", str(ckpt)])

@@ -94,7 +94,8 @@ def test_face_cut_by_the_border():
     s = make_sample(1, seed=3, size=128)
     faces, _ = find_faces(s.label)
     cx = int(round(faces[0].centroid[0]))
-    image, label, truth = s.image[:, cx - 4:], s.label[:, cx - 4:], s.alpha[:, cx - 4:]  # left half of the face gone
+    keep = slice(cx - 4, None)  # the left half of the face is cut off
+    image, label, truth = s.image[:, keep], s.label[:, keep], s.alpha[:, keep]
     cut_faces, _ = find_faces(label)
     assert len(cut_faces) == 1 and cut_faces[0].cut
     assert cut_faces[0].size == pytest.approx(faces[0].size, rel=0.25), "size survives the cut"
@@ -164,8 +165,18 @@ def test_skin_without_facial_features_is_not_a_face():
     label[10:40, 20:44] = SKIN  # a skin-coloured arm predicted as skin: no eyes, no mouth
     _, probs = tensors(np.zeros((64, 64, 3), np.uint8), label)
     alpha, warnings = person_alpha(x, probs)
-    assert len(warnings) == 1 and "no face with facial features" in warnings[0]
+    assert len(warnings) == 1 and "shows no face" in warnings[0]
     assert torch.equal(alpha, probs[:, 1:].sum(1, keepdim=True))
+
+
+def test_parse_without_features_still_finds_the_face_next_to_hair(portrait):
+    """A weak model (or a low resolution) may predict only skin and hair: still a face."""
+    label = portrait.label.copy()
+    label[(label > 0) & (label != HAIR)] = SKIN
+    x, probs = tensors(portrait.image, label)
+    alpha, warnings = person_alpha(x, probs)
+    assert warnings == []
+    assert (alpha[0, 0].numpy()[body_pixels(portrait)] > 0.5).mean() > 0.9
 
 
 def test_keep_subset_applies_inside_the_person(portrait):
@@ -299,6 +310,8 @@ def test_bad_inputs_are_named():
         person_alpha(x, torch.rand(1, NUM_CLASSES, 32, 32).softmax(1), (11,))
     with pytest.raises(ValueError, match="batch"):
         person_alpha(x, torch.rand(2, NUM_CLASSES, 32, 32).softmax(1))
+    with pytest.raises(ValueError, match="image values"):
+        person_alpha(x * 255, torch.rand(1, NUM_CLASSES, 32, 32).softmax(1))
     with pytest.raises(TypeError, match="floating"):
         person_alpha((x * 255).byte(), torch.rand(1, NUM_CLASSES, 32, 32).softmax(1))
 

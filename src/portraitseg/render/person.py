@@ -87,9 +87,8 @@ class Face:
         box: ``(x0, y0, x1, y1)`` bounding box (exclusive end).
         centroid: ``(x, y)`` mean of the face pixels.
         chin: ``(x, y)`` the lowest point of the face along its axis (the body hangs from it).
-        tilt: angle of the face's down axis from the image vertical in radians (positive = the
-            chin is to the left of the forehead, i.e. head leaning to the viewer's right... see
-            :func:`face_geometry`); 0 when the axis is unreliable.
+        tilt: rotation in radians from the image's down direction to the face's chin-ward axis,
+            clockwise on screen (the chin is left of the forehead when > 0); 0 when unreliable.
         size: face half-height in pixels (from its visible extent, robust to border cuts).
         area: number of face pixels.
         cut: whether the face touches the image border.
@@ -108,7 +107,8 @@ def check_person_options(*, work_size: int, min_face: float, iterations: int, sh
                          margin: float) -> None:
     """Raise ``ValueError`` naming the option for any bad person-extension option."""
     if int(work_size) != work_size or work_size < 32:
-        raise ValueError(f"person option work_size={work_size!r} must be an integer >= 32 (pixels, long side)")
+        raise ValueError(f"person option work_size={work_size!r} must be an integer >= 32 "
+                         "(pixels, long side)")
     if not 0 <= min_face < 1:
         raise ValueError(f"person option min_face={min_face!r} must be in [0, 1) (face height / short side)")
     if int(iterations) != iterations or not 1 <= iterations <= 10:
@@ -135,7 +135,7 @@ def resize_tensor(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         return x
     step = max(1, int(min(x.shape[-2] / size[0], x.shape[-1] / size[1]) // 2))
     if step > 1:
-        x = x[..., ::step, ::step]
+        x = x[..., ::step, ::step].contiguous()
     shrink = x.shape[-2] > size[0] or x.shape[-1] > size[1]
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)
 
@@ -192,13 +192,16 @@ def face_geometry(component: np.ndarray, features: np.ndarray | None = None) -> 
                 cut=x0 == 0 or y0 == 0 or x1 == w or y1 == h)
 
 
-def find_faces(labels: np.ndarray, min_face: float = PERSON_DEFAULTS["min_face"]) -> tuple[list[Face], list[Face]]:
+def find_faces(labels: np.ndarray,
+               min_face: float = PERSON_DEFAULTS["min_face"]) -> tuple[list[Face], list[Face]]:
     """Faces in a Helen label map ``(h, w)``: ``(faces, too_small)``.
 
     A face is a connected region (8-connectivity) of skin + facial-feature pixels that contains
-    facial features (brows, eyes, nose, lips or mouth), so skin-coloured arms predicted as skin
-    do not grow bodies. Faces shorter than ``max(min_face * min(h, w), MIN_FACE_PX)`` are
-    returned in ``too_small``.
+    facial features (brows, eyes, nose, lips or mouth) or touches hair, so skin-coloured arms
+    or hands predicted as skin do not grow bodies, while a parse whose small features were lost
+    (a weak model, a low resolution) still finds its faces. Faces shorter than
+    ``max(min_face * min(h, w), MIN_FACE_PX)`` are returned in ``too_small``; regions of that
+    size without features are ignored (specks of skin in the hair).
     """
     core = np.isin(labels, FACE_CORE)
     if not core.any():
@@ -206,13 +209,19 @@ def find_faces(labels: np.ndarray, min_face: float = PERSON_DEFAULTS["min_face"]
     count, comp = cv2.connectedComponents(core.astype(np.uint8), connectivity=8)
     has_feature = np.zeros(count, bool)
     has_feature[np.unique(comp[np.isin(labels, FEATURES)])] = True
+    near_hair = np.zeros(count, bool)
+    hair = cv2.dilate((labels == HAIR).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    near_hair[np.unique(comp[hair])] = True
     limit = max(min_face * min(labels.shape), MIN_FACE_PX)
     faces, small = [], []
     for i in range(1, count):
-        if not has_feature[i]:
+        if not (has_feature[i] or near_hair[i]):
             continue
         face = face_geometry(comp == i, labels)
-        (faces if 2 * face.size >= limit else small).append(face)
+        if 2 * face.size >= limit:
+            faces.append(face)
+        elif has_feature[i]:
+            small.append(face)
     return faces, small
 
 
@@ -244,12 +253,10 @@ def torso_prior(faces: Sequence[Face], shape: tuple[int, int], *,
     for f in faces:
         s = f.size
         a = s / FACE_ASPECT
-        cv2.fillPoly(neck, [_frame_points(f.chin, f.tilt, [(-0.25 * a, -0.1 * s), (0.25 * a, -0.1 * s),
-                                                             (0.25 * a, 0.6 * s), (-0.25 * a, 0.6 * s)])], 1)
-        cv2.fillPoly(neck, [_frame_points(f.chin, 0.5 * f.tilt, [(-0.8 * a, 0.9 * s), (0.8 * a, 0.9 * s),
-                                                                   (0.8 * a, 2.5 * s), (-0.8 * a, 2.5 * s)])], 1)
-        cv2.fillPoly(body, [_frame_points(f.chin, f.tilt, [(-0.55 * a, -0.3 * s), (0.55 * a, -0.3 * s),
-                                                             (0.6 * a, 0.5 * s), (-0.6 * a, 0.5 * s)])], 1)
+        rect = lambda half, v0, v1: [(-half, v0), (half, v0), (half, v1), (-half, v1)]  # noqa: E731
+        cv2.fillPoly(neck, [_frame_points(f.chin, f.tilt, rect(0.25 * a, -0.1 * s, 0.6 * s))], 1)
+        cv2.fillPoly(neck, [_frame_points(f.chin, 0.5 * f.tilt, rect(0.8 * a, 0.9 * s, 2.5 * s))], 1)
+        cv2.fillPoly(body, [_frame_points(f.chin, f.tilt, rect(0.55 * a, -0.3 * s, 0.5 * s))], 1)
         sw = shoulder_width * a
         for extra, slope, target in ((0.0, BODY_SLOPE, body), (margin * a, REGION_SLOPE, region)):
             half = sw + extra
@@ -319,10 +326,17 @@ def _check_inputs(image: torch.Tensor, scores: torch.Tensor, name: str) -> None:
     check_blur_input(image)
     if image.shape[1] != 3:
         raise ValueError(f"image must have shape (B, 3, H, W), got {tuple(image.shape)}")
-    check_range(image, "image", hint="; scale uint8 photos with image.float() / 255")
     check_blur_input(scores, name)
     if scores.shape[0] != image.shape[0]:
         raise ValueError(f"{name} batch {scores.shape[0]} does not match image batch {image.shape[0]}")
+
+
+def _small_image(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The photo on the working grid, range-checked there (a full-resolution check would read
+    all of a 12 MP photo, 3x the time of the whole extension)."""
+    small = resize_tensor(image.detach().float(), size)
+    check_range(small, "image", hint="; scale uint8 photos with image.float() / 255")
+    return small.clamp(0.0, 1.0)
 
 
 def combine_person(person: torch.Tensor, probs: torch.Tensor | None,
@@ -395,10 +409,10 @@ def person_alpha(
     keep = check_keep(keep, probs.shape[1])
     size = working_size(image.shape[-2], image.shape[-1], int(work_size))
     with torch.no_grad():
-        small = resize_tensor(image.detach().float(), size)
+        small = _small_image(image, size)
         pw = resize_tensor(probs.detach().float(), size).clamp(0.0, 1.0)
-        rgb = (small.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-        labels = pw.argmax(1).cpu().numpy()
+        rgb = (small * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        labels = pw.cpu().numpy().argmax(1)
     persons, warnings = [], []
     for b in range(image.shape[0]):
         person, notes = _person_mask(rgb[b], labels[b], min_face=min_face, iterations=int(iterations),
@@ -431,8 +445,8 @@ def _person_mask(rgb: np.ndarray, labels: np.ndarray, *, min_face: float, iterat
                 f"(tallest {tallest / min(h, w):.1%} of the short side, minimum {min_face:.1%}); "
                 "keeping only the face-parse mask sharp (as subject=face)"]
         return np.zeros((h, w), np.float32), [
-            "person extension: the face parse shows no face with facial features (eyes, brows, "
-            "nose or mouth); keeping only the face-parse mask sharp (as subject=face)"]
+            "person extension: the face parse shows no face (a skin region with eyes, brows, nose "
+            "or mouth, or next to hair); keeping only the face-parse mask sharp (as subject=face)"]
     if small:
         notes.append(f"person extension: {len(small)} small face(s) below min_face={min_face:g} "
                      f"kept as face masks without a body ({len(faces)} person(s) extended)")
@@ -493,7 +507,7 @@ def person_alpha_from_model(
     with torch.no_grad():
         if isinstance(person, torch.nn.Module):
             model_size = working_size(image.shape[-2], image.shape[-1], int(input_size))
-            x = resize_tensor(image.detach(), model_size)
+            x = _small_image(image, model_size)
             param = next(person.parameters(), None)
             if param is not None:
                 x = x.to(device=param.device, dtype=param.dtype)
