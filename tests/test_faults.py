@@ -462,5 +462,6 @@ def test_epoch_seeding_depends_only_on_seed_and_epoch():
     a._base, b._base = 3, 3
     assert a.epoch_seeds(5) == b.epoch_seeds(5)
     assert len({a.epoch_seeds(e) for e in range(100)}) == 100
+    assert a.epoch_seeds(5, rank=1) != a.epoch_seeds(5, rank=0)
     b.load_state_dict({"base_seed": 4})
     assert a.epoch_seeds(5) != b.epoch_seeds(5)

@@ -212,7 +212,8 @@ class EpochSeeding(Callback):
     and CUDA), numpy's and Python's global generators; the train loader's ``RandomSampler``
     and the loader's own generator (worker base seeds), which are read lazily when the epoch's
     first batch is fetched; and the train transform's generator (albumentations
-    ``Compose.set_random_seed``) when the dataset exposes one.
+    ``Compose.set_random_seed``) when the dataset exposes one. Each DDP rank mixes in its rank
+    (distributed samplers split the data by ``(seed, epoch)`` themselves).
 
     Exact continuation needs ``num_workers=0`` (worker processes of a resumed run's first epoch
     are started before the epoch hook) and an epoch-end checkpoint (a plain DataLoader cannot
@@ -231,9 +232,9 @@ class EpochSeeding(Callback):
         if self._base is None:
             self._base = int(self.seed if self.seed is not None else torch.initial_seed())
 
-    def epoch_seeds(self, epoch: int) -> tuple[int, int, int]:
-        """Seeds of ``epoch`` (global generators, sampler, loader): mixed from (base, epoch)."""
-        state = np.random.SeedSequence([self._base or 0, epoch]).generate_state(3)
+    def epoch_seeds(self, epoch: int, rank: int = 0) -> tuple[int, int, int]:
+        """Seeds of ``epoch`` on process ``rank`` (global generators, sampler, loader)."""
+        state = np.random.SeedSequence([self._base or 0, epoch, rank]).generate_state(3)
         return int(state[0]), int(state[1]), int(state[2])
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -244,7 +245,7 @@ class EpochSeeding(Callback):
         self._reseed(trainer)
 
     def _reseed(self, trainer: L.Trainer) -> None:
-        seed, sampler_seed, loader_seed = self.epoch_seeds(trainer.current_epoch)
+        seed, sampler_seed, loader_seed = self.epoch_seeds(trainer.current_epoch, trainer.global_rank)
         torch.manual_seed(seed)  # also seeds every CUDA device
         np.random.seed(seed)
         random.seed(seed)
