@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import sys
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,19 +160,31 @@ class Summary:
     def header(self) -> list[str]:
         return ["rank", "run", *self.varying, self.metric, *self.extra, "epochs"]
 
-    def rows(self) -> list[list[str]]:
+    def rows(self, short: bool = False) -> list[list[str]]:
+        """One row per run; ``short``: numeric overrides to 4 significant digits."""
+        value = _short if short else str
         out = []
         for i, run in enumerate(self.runs, 1):
             score = run.score(self.metric)
             out.append([
                 str(i) if score is not None else "-",
                 str(run.path.relative_to(self.sweep_dir)) if run.path != self.sweep_dir else ".",
-                *(run.overrides.get(k, "") for k in self.varying),
+                *(value(run.overrides.get(k, "")) for k in self.varying),
                 _fmt(score),
                 *(_fmt(run.metrics.get(k)) for k in self.extra),
                 "" if run.epochs is None else str(run.epochs),
             ])
         return out
+
+
+def _short(value: str) -> str:
+    """A float-looking override value with 4 significant digits; anything else as is."""
+    if not any(c in value for c in ".eE") or value.lower() in ("true", "false", "none", "null"):
+        return value
+    try:
+        return f"{float(value):.4g}"
+    except ValueError:
+        return value
 
 
 def _fmt(value: float | None) -> str:
@@ -210,7 +223,7 @@ def to_markdown(summary: Summary) -> str:
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join("---:" if h in ("rank", "epochs", summary.metric, *summary.extra)
                                else "---" for h in header) + "|")
-    for row in summary.rows():
+    for row in summary.rows(short=True):
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
     optuna_result = summary.sweep_dir / "optimization_results.yaml"
     if optuna_result.is_file():
@@ -236,12 +249,13 @@ def plot(summary: Summary, path: str | Path) -> Path:
 
     runs = [r for r in summary.runs if r.score(summary.metric) is not None]
     labels = [
-        f"{r.path.relative_to(summary.sweep_dir)}: "
-        + (" ".join(f"{k}={r.overrides.get(k, '')}" for k in summary.varying) or "-")
+        textwrap.fill(f"{r.path.relative_to(summary.sweep_dir)}: " + (" ".join(
+            f"{k}={_short(r.overrides.get(k, ''))}" for k in summary.varying) or "-"), 70)
         for r in runs
     ]
     values = [r.score(summary.metric) for r in runs]
-    fig, ax = plt.subplots(figsize=(8, 1.0 + 0.35 * max(1, len(runs))))
+    lines = sum(label.count("\n") + 1 for label in labels)
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.25 * max(2, lines)))
     ax.barh(range(len(runs)), values, color="#4c72b0")
     ax.set_yticks(range(len(runs)), labels, fontsize=8)
     ax.invert_yaxis()
@@ -251,9 +265,8 @@ def plot(summary: Summary, path: str | Path) -> Path:
     ax.set_title(f"{summary.sweep_dir.name}: {len(runs)} of {len(summary.runs)} runs")
     if values:
         ax.set_xlim(0, max(values) * 1.15 or 1.0)
-    fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
 
