@@ -172,7 +172,9 @@ def test_blur_errors():
 
 def test_srgb_linear_roundtrip_and_highlights():
     x = torch.linspace(0, 1, 1001, dtype=torch.float64).view(1, 1, 1, -1).expand(1, 3, 1, -1)
-    torch.testing.assert_close(linear_to_srgb(srgb_to_linear(x)), x, atol=1e-12, rtol=0)
+    torch.testing.assert_close(linear_to_srgb(srgb_to_linear(x)), x, atol=1e-8, rtol=0)
+    with torch.no_grad():  # the in-place inference path computes the same
+        torch.testing.assert_close(linear_to_srgb(srgb_to_linear(x)), x, atol=1e-8, rtol=0)
     assert abs(float(srgb_to_linear(torch.tensor(0.5))) - 0.214041) < 1e-6
     lin = srgb_to_linear(x)
     boosted = boost_highlights(lin, 2.0, 0.9)

@@ -282,7 +282,7 @@ def test_torso_prior_below_the_face_and_clipped():
     faces, _ = find_faces(s.label)
     neck, body, region = torso_prior(faces, s.label.shape)
     chin_y = int(faces[0].chin[1])
-    assert body[chin_y + 10:].sum() > 0 and body[: max(0, int(faces[0].box[1]))].sum() == 0
+    assert body[chin_y + 10 :].sum() > 0 and body[: max(0, int(faces[0].box[1]))].sum() == 0
     ys = np.nonzero(neck)[0]
     assert len(ys) and ys.min() >= chin_y - 0.2 * faces[0].size, "the sure-person strip starts at the chin"
     assert (body <= region).all()
@@ -291,8 +291,13 @@ def test_torso_prior_below_the_face_and_clipped():
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"work_size": 8}, "work_size"), ({"min_face": 1.5}, "min_face"), ({"iterations": 0}, "iterations"),
-     ({"shoulder_width": 0}, "shoulder_width"), ({"margin": -1}, "margin")],
+    [
+        ({"work_size": 8}, "work_size"),
+        ({"min_face": 1.5}, "min_face"),
+        ({"iterations": 0}, "iterations"),
+        ({"shoulder_width": 0}, "shoulder_width"),
+        ({"margin": -1}, "margin"),
+    ],
 )
 def test_bad_options_are_named(kwargs, message):
     x, probs = torch.rand(1, 3, 32, 32), torch.full((1, NUM_CLASSES, 32, 32), 1 / NUM_CLASSES)
@@ -314,4 +319,3 @@ def test_bad_inputs_are_named():
         person_alpha(x * 255, torch.rand(1, NUM_CLASSES, 32, 32).softmax(1))
     with pytest.raises(TypeError, match="floating"):
         person_alpha((x * 255).byte(), torch.rand(1, NUM_CLASSES, 32, 32).softmax(1))
-

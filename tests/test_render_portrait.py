@@ -171,7 +171,7 @@ def test_presets():
         renderer = _instantiate(preset)
         assert isinstance(renderer, PortraitRenderer)
         cfg = OmegaConf.load(CONF / f"{preset}.yaml")
-        assert set(cfg) - {"_target_", "keep"} == set(DEFAULTS), preset
+        assert set(DEFAULTS) <= set(cfg), f"{preset}.yaml lacks {set(DEFAULTS) - set(cfg)}"
     assert _instantiate("gaussian").options == {
         **DEFAULTS,
         **{k: v for k, v in OmegaConf.load(CONF / "gaussian.yaml").items() if k in DEFAULTS},
@@ -225,7 +225,10 @@ def test_render_loss():
     renderer = PortraitRenderer(strength=0.1)
     perfect = _one_hot(label)
     assert float(render_loss(image, perfect, label, renderer)) == pytest.approx(0.0, abs=1e-6)
-    logits = torch.randn(2, 11, 32, 40, requires_grad=True)
+    # a noisy prediction of the scene (random logits would call nearly everything subject)
+    logits = (
+        4 * perfect + torch.randn(2, 11, 32, 40, generator=torch.Generator().manual_seed(3))
+    ).requires_grad_()
     loss = render_loss(image, logits.softmax(1), label, renderer)
     assert loss.ndim == 0 and float(loss.detach()) > 0.01
     loss.backward()

@@ -281,6 +281,51 @@ def _fft_conv_axis_valid(x: torch.Tensor, taps: torch.Tensor, dim: int) -> torch
     return y.narrow(dim, k - 1, n)
 
 
+def _banded(taps: torch.Tensor, block: int) -> torch.Tensor:
+    """``(block + k - 1, block)`` matrix whose column ``j`` holds the taps at rows ``j .. j + k - 1``."""
+    k = taps.numel()
+    rows = torch.arange(block + k - 1, device=taps.device).view(-1, 1)
+    offset = rows - torch.arange(block, device=taps.device).view(1, -1)
+    inside = (offset >= 0) & (offset < k)
+    return torch.where(inside, taps[offset.clamp(0, k - 1)], taps.new_zeros(()))
+
+
+def _block(k: int) -> int:
+    # Output columns per matrix product: each output costs block + k - 1 multiply-adds, at the
+    # speed of a matrix product (~4x less CPU time than torch's depthwise convolution, measured).
+    return max(32, k - 1)
+
+
+def _banded_conv_rows(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
+    """Valid 1-D convolution along the last axis as block-banded matrix products."""
+    k = taps.numel()
+    n = x.shape[-1] - k + 1
+    block = min(_block(k), n)
+    rows = x.reshape(-1, x.shape[-1])
+    band = _banded(taps, block)
+    outs = []
+    for start in range(0, n, block):
+        width = min(block, n - start)
+        outs.append(
+            rows[:, start : start + width + k - 1] @ (band if width == block else _banded(taps, width))
+        )
+    return torch.cat(outs, 1).view(*x.shape[:-1], n)
+
+
+def _banded_conv_cols(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
+    """Valid 1-D convolution along the second-last axis as block-banded matrix products."""
+    k = taps.numel()
+    n = x.shape[-2] - k + 1
+    block = min(_block(k), n)
+    band_t = _banded(taps, block).T
+    outs = []
+    for start in range(0, n, block):
+        height = min(block, n - start)
+        band = band_t if height == block else _banded(taps, height).T
+        outs.append(torch.matmul(band, x[..., start : start + height + k - 1, :]))
+    return torch.cat(outs, -2)
+
+
 def conv_valid(x: torch.Tensor, plan: BlurPlan, ksize: int | None = None) -> torch.Tensor:
     """Apply the plan's kernel without padding: ``(B, C, h + 2r, w + 2r)`` -> ``(B, C, h, w)``."""
     if plan.radius == 0:
@@ -290,8 +335,7 @@ def conv_valid(x: torch.Tensor, plan: BlurPlan, ksize: int | None = None) -> tor
         taps = gaussian_kernel1d(plan.size, ksize, dtype=x.dtype, device=x.device)
         k = taps.numel()
         if plan.path == "direct":
-            x = F.conv2d(x, taps.view(1, 1, 1, k).expand(c, 1, 1, k), groups=c)
-            return F.conv2d(x, taps.view(1, 1, k, 1).expand(c, 1, k, 1), groups=c)
+            return _banded_conv_cols(_banded_conv_rows(x, taps), taps)
         return _fft_conv_axis_valid(_fft_conv_axis_valid(x, taps, -1), taps, -2)
     kernel = disc_kernel2d(plan.size, dtype=x.dtype, device=x.device)
     k = kernel.shape[-1]
@@ -303,47 +347,75 @@ def conv_valid(x: torch.Tensor, plan: BlurPlan, ksize: int | None = None) -> tor
     return y[..., k - 1 : k - 1 + h, k - 1 : k - 1 + w]
 
 
-def _pool_axis(x: torch.Tensor, dim: int, factor: int, pad: int) -> torch.Tensor:
-    """Average-pool one axis by ``factor`` as if the image were reflect-101 extended to infinity,
-    returning ``ceil(n / factor) + 2 pad`` blocks (``pad`` extra on each side).
-
-    The bulk is pooled in place (floor mode ignores a partial last block); only thin border strips
-    are gathered: the left blocks mirror pixels ``1 .. pad * factor``.
-    """
-    n = x.shape[dim]
-    kernel = (1, factor) if dim == -1 else (factor, 1)
+def _axis_parts(n: int, factor: int, pad: int, device: torch.device) -> list[torch.Tensor | None]:
+    """Source pixels of the ``pad`` mirrored blocks before, the whole blocks (``None``: the image
+    itself, pooled in floor mode), and the partial + ``pad`` mirrored blocks after, along one axis."""
     blocks = -(-n // factor)
     body = n // factor
-    parts = []
-    if pad:
-        if pad * factor + 1 <= n:
-            left = x.narrow(dim, 1, pad * factor)
-        else:
-            left = x.index_select(
-                dim, _reflect_index(n, pad * factor, 0, False, x.device)[: pad * factor].flip(0)
-            )
-        parts.append(F.avg_pool2d(left, kernel).flip(dim))
+    after = _reflect_index(n, 0, (blocks + pad) * factor - n, False, device)[body * factor :]
+    before = _reflect_index(n, pad * factor, 0, False, device)[: pad * factor]
+    parts: list[torch.Tensor | None] = [before] if pad else []
     if body:
-        parts.append(F.avg_pool2d(x, kernel))
-    right = _reflect_index(n, 0, (blocks + pad) * factor - n, False, x.device)[body * factor :]
-    if right.numel():
-        parts.append(F.avg_pool2d(x.index_select(dim, right), kernel))
-    return torch.cat(parts, dim)
+        parts.append(None)
+    if after.numel():
+        parts.append(after)
+    return parts
 
 
 def pool_padded(x: torch.Tensor, factor: int, pad: int) -> torch.Tensor:
     """Downsample ``(B, C, H, W)`` by averaging ``factor x factor`` blocks of the reflect-101
     extended image, with ``pad`` extra blocks on every side:
-    ``(B, C, ceil(H / f) + 2 pad, ceil(W / f) + 2 pad)``."""
-    return _pool_axis(_pool_axis(x, -1, factor, pad), -2, factor, pad)
+    ``(B, C, ceil(H / f) + 2 pad, ceil(W / f) + 2 pad)``.
+
+    The bulk is one ``avg_pool2d`` of the image itself; only thin mirrored border strips (and a
+    partial last block) are gathered.
+    """
+    rows = _axis_parts(x.shape[-2], factor, pad, x.device)
+    cols = _axis_parts(x.shape[-1], factor, pad, x.device)
+    out = x.new_empty(*x.shape[:-2], -(-x.shape[-2] // factor) + 2 * pad, -(-x.shape[-1] // factor) + 2 * pad)
+    top = 0
+    for r in rows:
+        strip = x if r is None else x.index_select(-2, r)
+        left = 0
+        for c in cols:
+            piece = F.avg_pool2d(strip if c is None else strip.index_select(-1, c), factor)
+            out[..., top : top + piece.shape[-2], left : left + piece.shape[-1]] = piece
+            left += piece.shape[-1]
+        top += piece.shape[-2]
+    return out
 
 
 def upsample_crop(y: torch.Tensor, factor: int, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear upsampling (``align_corners=False``) of a low-res image that has one extra block on
-    every side, cropped to ``size``: block ``i`` lands on the centre of the pixels it pooled."""
+    every side, cropped to ``size``: block ``i`` lands on the centre of the pixels it pooled.
+
+    Without autograd it writes each of the ``factor`` output phases (an even ``factor`` never puts
+    an output on a sample) as one lerp of two shifted views straight into the result (~3x less CPU
+    time than ``F.interpolate`` at 12 MP, measured); equal to ``F.interpolate`` up to rounding.
+    """
     h, w = y.shape[-2:]
-    up = F.interpolate(y, size=(h * factor, w * factor), mode="bilinear", align_corners=False)
-    return up[..., factor : factor + size[0], factor : factor + size[1]]
+    if factor % 2 or (torch.is_grad_enabled() and y.requires_grad):
+        up = F.interpolate(y, size=(h * factor, w * factor), mode="bilinear", align_corners=False)
+        return up[..., factor : factor + size[0], factor : factor + size[1]]
+    rows, cols = -(-size[0] // factor), -(-size[1] // factor)
+    wide = y.new_empty(*y.shape[:-1], cols * factor)
+    _upsample_axis(y, wide, -1, cols, factor)
+    out = y.new_empty(*y.shape[:-2], rows * factor, cols * factor)
+    _upsample_axis(wide, out, -2, rows, factor)
+    return out[..., : size[0], : size[1]]
+
+
+def _upsample_axis(src: torch.Tensor, dst: torch.Tensor, dim: int, blocks: int, factor: int) -> None:
+    """Fill ``dst`` (``blocks * factor`` long along ``dim``) from ``src`` (``blocks + 2`` long)."""
+    if dim == -1:
+        phases = dst.view(*dst.shape[:-1], blocks, factor)
+    else:
+        phases = dst.view(*dst.shape[:-2], blocks, factor, dst.shape[-1])
+    for p in range(factor):
+        c = (p + 0.5) / factor - 0.5  # output offset from block j + 1's centre, in blocks
+        lo, weight = (0, c + 1) if c < 0 else (1, c)  # between blocks j + lo and j + lo + 1
+        out = phases[..., p] if dim == -1 else phases[..., p, :]
+        torch.lerp(src.narrow(dim, lo, blocks), src.narrow(dim, lo + 1, blocks), weight, out=out)
 
 
 def blur_map(
@@ -455,16 +527,31 @@ def lens_size(kernel: str, sigma: float) -> float:
 # --------------------------------------------------------------------------------------------------
 
 
+def _inference(x: torch.Tensor) -> bool:
+    """True when no gradient will flow through ``x``, so full-size temporaries may be reused."""
+    return not (torch.is_grad_enabled() and x.requires_grad)
+
+
 def srgb_to_linear(image: torch.Tensor) -> torch.Tensor:
-    """IEC 61966-2-1 sRGB -> linear, elementwise on ``(B, 3, H, W)`` in [0, 1]; safe gradients."""
-    high = ((image.clamp_min(0.04045) + 0.055) / 1.055) ** 2.4
-    return torch.where(image > 0.04045, high, image / 12.92)
+    """IEC 61966-2-1 sRGB -> linear, elementwise on ``(B, 3, H, W)`` in [0, 1]; finite gradients.
+
+    Branch-free: ``f(max(c, t)) + min(c, t) / 12.92 - t / 12.92`` with ``t = 0.04045``, where the two
+    pieces of the curve meet (to 2e-9: the standard's own gap); in place when no gradient is needed.
+    """
+    t = 0.04045
+    if _inference(image):
+        out = image.clamp_min(t).add_(0.055).div_(1.055).log_().mul_(2.4).exp_()
+        return out.add_(image.clamp_max(t).sub_(t), alpha=1 / 12.92)
+    return ((image.clamp_min(t) + 0.055) / 1.055) ** 2.4 + (image.clamp_max(t) - t) / 12.92
 
 
 def linear_to_srgb(image: torch.Tensor) -> torch.Tensor:
-    """Linear -> sRGB (inverse of :func:`srgb_to_linear`); safe gradients at 0 (no ``inf * 0``)."""
-    high = 1.055 * image.clamp_min(0.0031308) ** (1 / 2.4) - 0.055
-    return torch.where(image > 0.0031308, high, image * 12.92)
+    """Linear -> sRGB (inverse of :func:`srgb_to_linear`); finite gradients at 0 (no ``inf * 0``)."""
+    t = 0.0031308
+    if _inference(image):
+        out = image.clamp_min(t).log_().mul_(1 / 2.4).exp_().mul_(1.055).sub_(0.055)
+        return out.add_(image.clamp_max(t).sub_(t), alpha=12.92)
+    return 1.055 * image.clamp_min(t) ** (1 / 2.4) - 0.055 + (image.clamp_max(t) - t) * 12.92
 
 
 def srgb_to_linear_scalar(value: float) -> float:

@@ -25,7 +25,15 @@ from typing import Literal
 
 import torch
 
-from portraitseg.render.blur import Method, blur_map, blur_plan, gaussian_blur, lens_size
+from portraitseg.render.blur import (
+    Method,
+    blur_map,
+    blur_plan,
+    boost_highlights,
+    lens_size,
+    linear_to_srgb,
+    srgb_to_linear,
+)
 
 Kernel = Literal["gaussian", "disc"]
 Mode = Literal["naive", "halo_free"]
@@ -51,14 +59,57 @@ def composite(foreground: torch.Tensor, background: torch.Tensor, alpha: torch.T
     return torch.lerp(background, foreground, alpha)
 
 
-def naive_background(
-    image: torch.Tensor, sigma: float, *, kernel: Kernel = "gaussian", method: Method = "auto"
+def _working(image: torch.Tensor, highlights: float, threshold: float) -> torch.Tensor:
+    """The image the lens blurs: as given, or linear light with boosted highlights."""
+    if highlights == 0:
+        return image
+    return boost_highlights(srgb_to_linear(image), highlights, threshold)
+
+
+def _inputs(work: torch.Tensor, alpha: torch.Tensor | None) -> list[torch.Tensor]:
+    """What the blur sees: the image (naive), or the subject-free image, its weight and the image."""
+    if alpha is None:
+        return [work]
+    weight = 1.0 - alpha
+    return [work * weight, weight, work]
+
+
+def _background(
+    inputs: list[torch.Tensor], sigma: float, kernel: str, method: str, eps: float, linear: bool
 ) -> torch.Tensor:
-    """The paper's background: the whole image blurred (subject included). ``sigma = 0``: the image."""
+    """Blur :func:`_inputs` (normalising the halo-free ones); back to sRGB at low resolution if linear."""
+    h, w = inputs[0].shape[-2:]
+    plan = blur_plan(kernel, lens_size(kernel, sigma), h, w, method)
+
+    def finish(ys: list[torch.Tensor]) -> torch.Tensor:
+        if len(ys) == 1:
+            y = ys[0]
+        else:
+            num, den, full = ys
+            y = (num + eps * full) / (den + eps)
+        return linear_to_srgb(y.clamp(0.0, 1.0)) if linear else y
+
+    return blur_map(inputs, plan, finish)
+
+
+def naive_background(
+    image: torch.Tensor,
+    sigma: float,
+    *,
+    kernel: Kernel = "gaussian",
+    method: Method = "auto",
+    highlights: float = 0.0,
+    highlight_threshold: float = 0.9,
+) -> torch.Tensor:
+    """The paper's background: the whole image blurred (subject included). ``sigma = 0``: the image.
+
+    With ``highlights > 0`` the blur runs in linear light on :func:`boost_highlights`'s image and
+    the result is converted back to sRGB (clipped to [0, 1]) before upsampling.
+    """
     if sigma == 0:
         return image
-    plan = blur_plan(kernel, lens_size(kernel, sigma), image.shape[-2], image.shape[-1], method)
-    return blur_map([image], plan)
+    work = _working(image, highlights, highlight_threshold)
+    return _background(_inputs(work, None), sigma, kernel, method, 0.0, highlights > 0)
 
 
 def halo_free_background(
@@ -69,6 +120,8 @@ def halo_free_background(
     kernel: Kernel = "gaussian",
     method: Method = "auto",
     eps: float = HALO_EPS,
+    highlights: float = 0.0,
+    highlight_threshold: float = 0.9,
 ) -> torch.Tensor:
     """Background blurred with the subject removed and renormalised (see the module docstring).
 
@@ -80,6 +133,7 @@ def halo_free_background(
         method: blur method (:func:`portraitseg.render.blur.gaussian_blur`). On the downsample path
             the division happens at low resolution, before the single upsampling.
         eps: weight of the ``blur(I)`` fallback.
+        highlights, highlight_threshold: bokeh highlights in linear light, as :func:`naive_background`.
 
     Returns:
         background ``(B, C, H, W)``.
@@ -87,14 +141,8 @@ def halo_free_background(
     _check_pair(image, alpha)
     if sigma == 0:
         return image
-    plan = blur_plan(kernel, lens_size(kernel, sigma), image.shape[-2], image.shape[-1], method)
-    weight = 1.0 - alpha
-
-    def normalise(ys: list[torch.Tensor]) -> torch.Tensor:
-        num, den, full = ys
-        return (num + eps * full) / (den + eps)
-
-    return blur_map([image * weight, weight, image], plan, normalise)
+    work = _working(image, highlights, highlight_threshold)
+    return _background(_inputs(work, alpha), sigma, kernel, method, eps, highlights > 0)
 
 
 def composite_naive(
@@ -136,15 +184,27 @@ def falloff_weights(
     ``distance / 2`` pixels: 0 on and inside the subject's outline, ``erf(d / distance * sqrt(2))``
     at ``d`` pixels from a straight outline (0.95 at ``d = distance``), 1 far away. Level weights are
     linear interpolation ("hat") weights of ``t * (levels - 1)``; they sum to 1.
+
+    Args:
+        alpha: subject alpha ``(B, 1, H, W)``.
+        distance: falloff distance in pixels (> 0).
+        levels: number of blur levels (>= 2).
+        method: method of the Gaussian ``G``.
     """
     if levels < 2:
         raise ValueError(f"falloff needs >= 2 levels, got {levels}")
     if not distance > 0:
         raise ValueError(f"falloff distance must be > 0, got {distance}")
-    near = gaussian_blur(alpha, distance / 2, method)
-    u = (1.0 - 2.0 * near).clamp(0.0, 1.0) * (levels - 1)
+    plan = blur_plan("gaussian", distance / 2, alpha.shape[-2], alpha.shape[-1], method)
     ks = torch.arange(levels, dtype=alpha.dtype, device=alpha.device).view(1, -1, 1, 1)
-    return (1.0 - (u - ks).abs()).clamp_min(0.0)
+
+    def hats(ys: list[torch.Tensor]) -> torch.Tensor:
+        u = (1.0 - 2.0 * ys[0]).clamp(0.0, 1.0) * (levels - 1)
+        return (1.0 - (u - ks).abs()).clamp_min(0.0)
+
+    # on the downsample path the (smooth) weights are computed at low resolution and upsampled,
+    # which keeps them summing to 1
+    return blur_map([alpha], plan, hats)
 
 
 def graded_background(
@@ -158,11 +218,15 @@ def graded_background(
     mode: Mode = "halo_free",
     method: Method = "auto",
     eps: float = HALO_EPS,
+    highlights: float = 0.0,
+    highlight_threshold: float = 0.9,
 ) -> torch.Tensor:
     """Background whose blur grows from 0 at the subject to ``sigma`` at ``falloff`` pixels away.
 
-    Blends ``levels`` backgrounds blurred with ``sigma * k / (levels - 1)``, ``k = 0 .. levels-1``,
-    by :func:`falloff_weights`. ``falloff = 0`` is the uniform background of ``mode``.
+    Blends ``levels`` backgrounds blurred with ``sigma * k / (levels - 1)``, ``k = 0 .. levels-1``
+    (level 0 is the image itself), by :func:`falloff_weights`. ``falloff = 0`` is the uniform
+    background of ``mode`` (``"naive"`` or ``"halo_free"``); ``highlights`` as in
+    :func:`naive_background` (the levels are blended in sRGB).
 
     Returns:
         background ``(B, C, H, W)``.
@@ -170,16 +234,18 @@ def graded_background(
     _check_pair(image, alpha)
     if mode not in MODES:
         raise ValueError(f"unknown compositing mode {mode!r}; choose one of {', '.join(MODES)}")
+    if sigma == 0:
+        return image
+    inputs = _inputs(_working(image, highlights, highlight_threshold), None if mode == "naive" else alpha)
 
     def level(s: float) -> torch.Tensor:
-        if mode == "naive":
-            return naive_background(image, s, kernel=kernel, method=method)
-        return halo_free_background(image, alpha, s, kernel=kernel, method=method, eps=eps)
+        return _background(inputs, s, kernel, method, eps, highlights > 0)
 
-    if falloff == 0 or sigma == 0:
+    if falloff == 0:
         return level(sigma)
     weights = falloff_weights(alpha, falloff, levels, method)
     background = weights[:, :1] * image
     for k in range(1, levels):
-        background = background + weights[:, k : k + 1] * level(sigma * k / (levels - 1))
+        # fused multiply-add into the running sum (autograd-safe: addcmul needs only its factors)
+        background = background.addcmul_(weights[:, k : k + 1], level(sigma * k / (levels - 1)))
     return background

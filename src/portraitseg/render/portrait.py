@@ -21,10 +21,7 @@ from portraitseg.render.alpha import check_range, feather_alpha, refine_alpha, s
 from portraitseg.render.blur import (
     METHODS,
     Method,
-    boost_highlights,
     check_blur_input,
-    linear_to_srgb,
-    srgb_to_linear,
 )
 from portraitseg.render.composite import HALO_EPS, MODES, Kernel, Mode, composite, graded_background
 
@@ -205,9 +202,8 @@ def render_portrait(
         a = refine_alpha(a, x, radius, eps=refine_eps)
     a = feather_alpha(a, feather * short, method)
 
-    work = boost_highlights(srgb_to_linear(x), highlights, highlight_threshold) if highlights > 0 else x
     background = graded_background(
-        work,
+        x,
         a,
         sigma_px,
         falloff * short,
@@ -216,10 +212,10 @@ def render_portrait(
         mode=mode,
         method=method,
         eps=HALO_EPS,
+        highlights=highlights,
+        highlight_threshold=highlight_threshold,
     )
-    if highlights > 0:
-        background = linear_to_srgb(background.clamp(0.0, 1.0))
-    if _may_overwrite(background, x, work, a):
+    if _may_overwrite(background, x, a):
         portrait = background.lerp_(x, a)  # saves a full-size allocation (inference only)
     else:
         portrait = composite(x, background, a)
