@@ -1,6 +1,6 @@
 """Whole-person portraits (issue 7): render quality face vs person, extension speed, HELEN* figure.
 
-    OMP_NUM_THREADS=2 nice -n 10 python experiments/person/bench_person.py quality [--n 48 --size 384] [--ckpt X]
+    OMP_NUM_THREADS=2 nice -n 10 python experiments/person/bench_person.py quality [--n 48] [--ckpt X]
     OMP_NUM_THREADS=2 nice -n 10 python experiments/person/bench_person.py ablation [--n 16]
     OMP_NUM_THREADS=2 nice -n 10 python experiments/person/bench_person.py timing [--runs 7]
     OMP_NUM_THREADS=2 nice -n 10 python experiments/person/bench_person.py figure
@@ -28,6 +28,7 @@ import platform
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -138,8 +139,10 @@ def ablation(args: argparse.Namespace) -> dict:
                 r, _ = render_portrait(x, alpha=a, **PRESETS["halo_free"])
                 image_psnr.append(psnr(r, truth))
                 band_psnr.append(psnr(r, truth, ring))
-            wall, cpu = measure(lambda: person_alpha(big, big_probs, work_size=work, iterations=iters), args.runs)
-            out[f"{work}x{iters}"] = {"work_size": work, "iterations": iters, "psnr_image": float(np.mean(image_psnr)),
+            wall, cpu = measure(partial(person_alpha, big, big_probs, work_size=work, iterations=iters),
+                                args.runs)
+            out[f"{work}x{iters}"] = {"work_size": work, "iterations": iters,
+                                      "psnr_image": float(np.mean(image_psnr)),
                                       "psnr_band": float(np.mean(band_psnr)), "ms_12mp_wall": wall,
                                       "ms_12mp_cpu": cpu}
             print(json.dumps(out[f"{work}x{iters}"]), flush=True)
@@ -170,7 +173,7 @@ def timing(args: argparse.Namespace) -> dict:
     out = {}
     for name, hw in (("1MP", (864, 1152)), ("12MP", (3000, 4000))):
         image, probs = timing_inputs(hw)
-        wall, cpu = measure(lambda: person_alpha(image, probs, work_size=args.work_size), args.runs)
+        wall, cpu = measure(partial(person_alpha, image, probs, work_size=args.work_size), args.runs)
         alpha, notes = person_alpha(image, probs, work_size=args.work_size)
         out[name] = {"hw": list(hw), "work": list(alpha.shape[-2:]), "ms_wall": wall, "ms_cpu": cpu,
                      "warnings": notes}
@@ -222,10 +225,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tile", type=int, default=176)
     args = parser.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-    result = {"what": args.what, "argv": sys.argv[1:], "machine": f"{platform.processor() or platform.machine()}, "
-              f"{os.cpu_count()} CPUs, torch {torch.__version__.split('+')[0]}, opencv {cv2.__version__}, "
-              f"{torch.get_num_threads()} torch threads"}
-    result.update({"quality": quality, "ablation": ablation, "timing": timing, "figure": figure}[args.what](args))
+    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch "
+               f"{torch.__version__.split('+')[0]}, opencv {cv2.__version__}, "
+               f"{torch.get_num_threads()} torch threads")
+    result = {"what": args.what, "argv": sys.argv[1:], "machine": machine}
+    task = {"quality": quality, "ablation": ablation, "timing": timing, "figure": figure}[args.what]
+    result.update(task(args))
     out = HERE / f"results_{args.what}{'_pred' if getattr(args, 'ckpt', None) else ''}.json"
     out.write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
