@@ -6,15 +6,17 @@ subject classically, with no extra training data:
 
 1. The photo and the face parse are resized to a small *working* grid (``work_size`` pixels on
    the long side, independent of the photo size, so a 12 MP photo costs what a 0.05 MP one does).
-2. Every connected face region (skin and facial features) gives a face geometry (:class:`Face`:
+2. Every connected face region (skin and facial features; it must show features or touch hair)
+   gives a face geometry (:class:`Face`:
    box, tilt from the principal axis of its pixels, size, chin), robust to faces cut by the image
    border (the size comes from the larger of height and 1.3 x width; the chin is the lowest part).
+   Faces below ``min_face`` keep only their face mask.
 3. A torso prior hangs below each face: a neck, then shoulders widening downwards, scaled by the
    face size, following part of its tilt, clipped to the image (:func:`torso_prior`).
 4. OpenCV GrabCut (colour GMMs + a graph cut) segments the working image seeded with the parsed
-   face and hair as sure foreground, the torso prior as probable foreground, a margin around it as
-   probable background and everything far from any person as sure background. Foreground
-   regions not connected to a face are dropped.
+   face and hair (plus a strip under the chin and a chest column) as sure foreground, the torso
+   prior as probable foreground, a margin around it as probable background and everything far
+   from any person as sure background. Foreground regions not connected to a face are dropped.
 5. Selective blurring still applies inside the person: ``alpha = max(person, P(kept classes)) *
    (1 - P(face classes not kept))``, so e.g. ``keep=hair`` blurs the face even inside the person.
 
@@ -50,9 +52,7 @@ from portraitseg.classes import CLASS_NAMES, NUM_CLASSES, SUBJECT_CLASSES
 from portraitseg.render.alpha import check_keep, check_range
 from portraitseg.render.blur import check_blur_input
 
-SUBJECTS: tuple[str, ...] = ("person", "face")
-
-#: Defaults of :func:`person_alpha` (= the ``person:`` block of ``conf/render/*.yaml``).
+#: Defaults of :func:`person_alpha` (192 px / 2 iterations: see experiments/person/results.md).
 PERSON_DEFAULTS: dict[str, Any] = {
     "work_size": 192,
     "min_face": 0.05,
@@ -238,11 +238,13 @@ def torso_prior(faces: Sequence[Face], shape: tuple[int, int], *,
     """Body priors below faces on an ``(h, w)`` grid: ``(neck, body, region)`` boolean masks.
 
     For a face of half-height ``s`` and half-width ``a = s / FACE_ASPECT`` hanging from its chin:
-    ``neck`` is a short strip under the chin (``0.25 a`` wide each side, ``0.3 s`` down: almost
-    surely the person, whatever they wear); ``body`` is the neck (``0.55 a``) continued by shoulders
-    sloping out to ``shoulder_width * a`` and sides widening downwards (slope 0.35) to the image
+    ``neck`` is what is almost surely the person whatever they wear: a strip under the chin
+    (``0.25 a`` each side, ``0.6 s`` down) and a chest column (``0.8 a`` each side, from ``0.9 s``
+    to ``2.5 s`` below the chin); ``body`` is the neck (``0.55 a``) continued by shoulders sloping
+    out to ``shoulder_width * a`` and sides widening downwards (``BODY_SLOPE``) to the image
     bottom, the neck following the face tilt and the body half of it; ``region`` is where the
-    person may be at all: the body widened by ``margin * a`` plus the face box grown by ``0.6 s``.
+    person may be at all: the body widened by ``margin * a`` (sides widening by ``REGION_SLOPE``)
+    plus the face box grown by ``0.6 s``.
     Everything is clipped to the grid.
     """
     h, w = shape
