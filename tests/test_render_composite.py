@@ -10,6 +10,7 @@ import torch
 from portraitseg.render import (
     composite_halo_free,
     composite_naive,
+    estimate_foreground,
     falloff_weights,
     graded_background,
     halo_free_background,
@@ -120,3 +121,24 @@ def test_halo_free_gradcheck(kernel, sigma):
         return composite_halo_free(im, a, sigma, kernel=kernel)
 
     assert torch.autograd.gradcheck(fn, (image, alpha), fast_mode=True)
+
+
+def test_estimate_foreground_recovers_subject_colour_in_soft_alpha():
+    """Photo = a F + (1 - a) B with a soft (hair-like) edge: a * estimate is much closer to a * F."""
+    h, w = 64, 64
+    xx = torch.arange(w, dtype=torch.float32).view(1, 1, 1, w).expand(1, 1, h, w)
+    alpha = ((34 - xx) / 4).clamp(0, 1)  # a 4-px soft edge from subject (left) to background (right)
+    fg = torch.tensor([0.9, 0.6, 0.3]).view(1, 3, 1, 1).expand(1, 3, h, w)
+    bg = torch.tensor([0.1, 0.3, 0.8]).view(1, 3, 1, 1).expand(1, 3, h, w)
+    image = alpha * fg + (1 - alpha) * bg
+    soft = ((alpha > 0.05) & (alpha < 0.95)).expand(1, 3, h, w)
+    hard = (alpha == 1).expand(1, 3, h, w)
+    baseline = float(((image - fg) * alpha)[soft].abs().mean())  # the photo as the subject's colour
+    for sigmas, factor in [((12.0, 3.0), 0.1), (None, 0.5)]:  # explicit, and the default fractions
+        estimate = estimate_foreground(image, alpha, sigmas)
+        assert float(((estimate - fg) * alpha)[soft].abs().mean()) < factor * baseline
+        torch.testing.assert_close(estimate[hard], image[hard])
+    # the halo-free render then matches a F + (1 - a) blur(B) = the photo more closely than with F = I
+    with_estimate = float((composite_halo_free(image, alpha, 4.0) - image).abs().mean())
+    without = float((composite_halo_free(image, alpha, 4.0, estimate=False) - image).abs().mean())
+    assert with_estimate < 0.5 * without

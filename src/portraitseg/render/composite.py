@@ -11,6 +11,13 @@ so the background next to the subject is an average of background pixels only. W
 background is near (``blur(1 - a)`` much below ``eps``, deep inside the subject) it falls back to
 the plain ``blur(I)``, the paper's background, which is hidden by the subject there anyway.
 
+Where the alpha is soft (hair) the photo mixes subject and background colours, so neither
+``I`` (the paper's foreground) nor ``I * (1 - a)`` is clean. :func:`estimate_foreground` recovers
+the subject's own colours ``F`` (blur fusion, Forte & Pitie 2021); the halo-free render then
+composites ``F`` and blurs the photo minus the subject, ``I - a * F`` (= ``(1 - a) * background``),
+instead of ``I * (1 - a)``. On the synthetic layers this adds ~2-3 dB in the boundary band
+(``experiments/render_quality``).
+
 Graded falloff (:func:`graded_background`) blends a small stack of blur levels, from sharp at the
 subject's outline to the full blur at ``falloff`` pixels from it, approximating a depth-of-field
 that grows with distance behind the subject.
@@ -42,6 +49,8 @@ MODES: tuple[str, ...] = ("naive", "halo_free")
 #: Weight of the ``blur(I)`` fallback in the normalised convolution: where at least 5% of the
 #: neighbourhood is background it contributes < 2% of the result.
 HALO_EPS = 1e-3
+#: Sigmas of the two blur-fusion passes of :func:`estimate_foreground`, fractions of the short side.
+FOREGROUND_SIGMAS = (0.03, 0.006)
 
 
 def _check_pair(image: torch.Tensor, alpha: torch.Tensor) -> None:
@@ -66,12 +75,64 @@ def _working(image: torch.Tensor, highlights: float, threshold: float) -> torch.
     return boost_highlights(srgb_to_linear(image), highlights, threshold)
 
 
-def _inputs(work: torch.Tensor, alpha: torch.Tensor | None) -> list[torch.Tensor]:
-    """What the blur sees: the image (naive), or the subject-free image, its weight and the image."""
+def estimate_foreground(
+    image: torch.Tensor,
+    alpha: torch.Tensor,
+    sigmas: tuple[float, float] | None = None,
+    method: Method = "auto",
+) -> torch.Tensor:
+    """Subject colours where the alpha is soft: blur-fusion foreground estimation.
+
+    Two passes of Forte & Pitie's "Approximate Fast Foreground Colour Estimation" (ICIP 2021),
+    with Gaussians (sigmas in pixels) instead of box filters::
+
+        Fb = G(F a) / G(a),  Bb = G(B (1 - a)) / G(1 - a)
+        F  = clamp(Fb + a (I - a Fb - (1 - a) Bb), 0, 1)
+
+    starting from ``F = B = I``; the second pass uses the first's ``F`` and ``Bb``. Where
+    ``alpha = 1`` the result is the image; where ``alpha = 0`` it is an extrapolation that any
+    composite multiplies by 0.
+
+    Args:
+        image: ``(B, C, H, W)`` in [0, 1].
+        alpha: ``(B, 1, H, W)`` in [0, 1].
+        sigmas: the two passes' sigmas in pixels; default ``(0.03, 0.006)`` x the short side
+            (at least 1 px).
+        method: blur method.
+
+    Returns:
+        foreground ``(B, C, H, W)`` in [0, 1].
+    """
+    _check_pair(image, alpha)
+    if sigmas is None:
+        short = min(image.shape[-2:])
+        sigmas = (max(FOREGROUND_SIGMAS[0] * short, 1.0), max(FOREGROUND_SIGMAS[1] * short, 1.0))
+    c = image.shape[1]
+    fg, bg = image, image
+    for i, sigma in enumerate(sigmas):
+        plan = blur_plan("gaussian", sigma, image.shape[-2], image.shape[-1], method)
+
+        def means(ys: list[torch.Tensor]) -> torch.Tensor:
+            fa, a, b1a = ys
+            return torch.cat([fa / (a + 1e-5), b1a / (1.0 - a + 1e-5)], 1)
+
+        bg_input = image - image * alpha if i == 0 else bg * (1.0 - alpha)
+        blurred = blur_map([fg * alpha, alpha, bg_input], plan, means)
+        fg_blur, bg = blurred[:, :c], blurred[:, c:]
+        fg = (fg_blur + alpha * (image - alpha * fg_blur - (1.0 - alpha) * bg)).clamp(0.0, 1.0)
+    return fg
+
+
+def _inputs(
+    work: torch.Tensor, alpha: torch.Tensor | None, work_fg: torch.Tensor | None
+) -> list[torch.Tensor]:
+    """What the blur sees: the image (naive), or the subject-free image (``I (1 - a)``, or
+    ``I - a F`` given the subject's colours), its weight and the image."""
     if alpha is None:
         return [work]
     weight = 1.0 - alpha
-    return [work * weight, weight, work]
+    free = work * weight if work_fg is None else (work - alpha * work_fg).clamp_min(0.0)
+    return [free, weight, work]
 
 
 def _background(
@@ -109,7 +170,7 @@ def naive_background(
     if sigma == 0:
         return image
     work = _working(image, highlights, highlight_threshold)
-    return _background(_inputs(work, None), sigma, kernel, method, 0.0, highlights > 0)
+    return _background(_inputs(work, None, None), sigma, kernel, method, 0.0, highlights > 0)
 
 
 def halo_free_background(
@@ -122,6 +183,7 @@ def halo_free_background(
     eps: float = HALO_EPS,
     highlights: float = 0.0,
     highlight_threshold: float = 0.9,
+    foreground: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Background blurred with the subject removed and renormalised (see the module docstring).
 
@@ -134,6 +196,8 @@ def halo_free_background(
             the division happens at low resolution, before the single upsampling.
         eps: weight of the ``blur(I)`` fallback.
         highlights, highlight_threshold: bokeh highlights in linear light, as :func:`naive_background`.
+        foreground: the subject's colours ``(B, C, H, W)`` (:func:`estimate_foreground`); the
+            subject is then removed as ``I - a F`` rather than ``I (1 - a)``.
 
     Returns:
         background ``(B, C, H, W)``.
@@ -141,8 +205,20 @@ def halo_free_background(
     _check_pair(image, alpha)
     if sigma == 0:
         return image
-    work = _working(image, highlights, highlight_threshold)
-    return _background(_inputs(work, alpha), sigma, kernel, method, eps, highlights > 0)
+    inputs = _subject_free(image, alpha, foreground, highlights, highlight_threshold)
+    return _background(inputs, sigma, kernel, method, eps, highlights > 0)
+
+
+def _subject_free(
+    image: torch.Tensor,
+    alpha: torch.Tensor,
+    foreground: torch.Tensor | None,
+    highlights: float,
+    threshold: float,
+) -> list[torch.Tensor]:
+    work = _working(image, highlights, threshold)
+    work_fg = None if foreground is None else _working(foreground, highlights, threshold)
+    return _inputs(work, alpha, work_fg)
 
 
 def composite_naive(
@@ -169,10 +245,18 @@ def composite_halo_free(
     kernel: Kernel = "gaussian",
     method: Method = "auto",
     eps: float = HALO_EPS,
+    estimate: bool = True,
 ) -> torch.Tensor:
-    """Sharp subject over :func:`halo_free_background`, ``(B, C, H, W)``."""
-    background = halo_free_background(image, alpha, sigma, kernel=kernel, method=method, eps=eps)
-    return composite(image, background, alpha)
+    """Sharp subject over :func:`halo_free_background`, ``(B, C, H, W)``.
+
+    With ``estimate`` (default) the subject's colours come from :func:`estimate_foreground` and
+    are removed from the background as ``I - a F``; otherwise the photo itself is the foreground.
+    """
+    foreground = estimate_foreground(image, alpha, method=method) if estimate else None
+    background = halo_free_background(
+        image, alpha, sigma, kernel=kernel, method=method, eps=eps, foreground=foreground
+    )
+    return composite(image if foreground is None else foreground, background, alpha)
 
 
 def falloff_weights(
@@ -220,13 +304,15 @@ def graded_background(
     eps: float = HALO_EPS,
     highlights: float = 0.0,
     highlight_threshold: float = 0.9,
+    foreground: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Background whose blur grows from 0 at the subject to ``sigma`` at ``falloff`` pixels away.
 
     Blends ``levels`` backgrounds blurred with ``sigma * k / (levels - 1)``, ``k = 0 .. levels-1``
     (level 0 is the image itself), by :func:`falloff_weights`. ``falloff = 0`` is the uniform
     background of ``mode`` (``"naive"`` or ``"halo_free"``); ``highlights`` as in
-    :func:`naive_background` (the levels are blended in sRGB).
+    :func:`naive_background` (the levels are blended in sRGB); ``foreground`` as in
+    :func:`halo_free_background`.
 
     Returns:
         background ``(B, C, H, W)``.
@@ -236,7 +322,10 @@ def graded_background(
         raise ValueError(f"unknown compositing mode {mode!r}; choose one of {', '.join(MODES)}")
     if sigma == 0:
         return image
-    inputs = _inputs(_working(image, highlights, highlight_threshold), None if mode == "naive" else alpha)
+    if mode == "naive":
+        inputs = _inputs(_working(image, highlights, highlight_threshold), None, None)
+    else:
+        inputs = _subject_free(image, alpha, foreground, highlights, highlight_threshold)
 
     def level(s: float) -> torch.Tensor:
         return _background(inputs, s, kernel, method, eps, highlights > 0)

@@ -23,7 +23,15 @@ from portraitseg.render.blur import (
     Method,
     check_blur_input,
 )
-from portraitseg.render.composite import HALO_EPS, MODES, Kernel, Mode, composite, graded_background
+from portraitseg.render.composite import (
+    HALO_EPS,
+    MODES,
+    Kernel,
+    Mode,
+    composite,
+    estimate_foreground,
+    graded_background,
+)
 
 KERNELS: tuple[str, ...] = ("gaussian", "disc")
 
@@ -138,9 +146,11 @@ def render_portrait(
 
     Steps: subject alpha (summed softmax of the ``keep`` classes, or ``alpha``) upsampled to the
     image -> guided-filter refinement against the image (``refine``) -> feathering (``feather``)
-    -> background: the whole image blurred (``mode="naive"``, the paper) or the subject removed
-    and renormalised (``"halo_free"``), optionally graded with distance (``falloff``), in linear
-    light with boosted highlights when ``highlights > 0`` -> ``alpha * image + (1 - alpha) * bg``.
+    -> background: the whole image blurred (``mode="naive"``, the paper) or, ``"halo_free"``, the
+    subject's colours estimated (:func:`~portraitseg.render.composite.estimate_foreground`), the
+    subject removed and the rest renormalised; optionally graded with distance (``falloff``), in
+    linear light with boosted highlights when ``highlights > 0``
+    -> ``alpha * subject + (1 - alpha) * background`` (subject: the photo itself in naive mode).
 
     With ``blur="gaussian", mode="naive", method="exact", refine=0, feather=0, falloff=0,
     highlights=0`` and an ``alpha``, this is exactly the paper's render with ``cv2.GaussianBlur``.
@@ -202,6 +212,7 @@ def render_portrait(
         a = refine_alpha(a, x, radius, eps=refine_eps)
     a = feather_alpha(a, feather * short, method)
 
+    foreground = estimate_foreground(x, a, method=method) if mode == "halo_free" else x
     background = graded_background(
         x,
         a,
@@ -214,11 +225,12 @@ def render_portrait(
         eps=HALO_EPS,
         highlights=highlights,
         highlight_threshold=highlight_threshold,
+        foreground=foreground if mode == "halo_free" else None,
     )
-    if _may_overwrite(background, x, a):
-        portrait = background.lerp_(x, a)  # saves a full-size allocation (inference only)
+    if _may_overwrite(background, x, foreground, a):
+        portrait = background.lerp_(foreground, a)  # saves a full-size allocation (inference only)
     else:
-        portrait = composite(x, background, a)
+        portrait = composite(foreground, background, a)
     return portrait.to(dtype), a.to(dtype)
 
 
