@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from portraitseg.cli import config_dir
 from portraitseg.lit import SegmentationModule
+from portraitseg.lit.callbacks import resolve_ckpt_path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 log = logging.getLogger(__name__)
@@ -66,7 +67,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     with ddp_job(trainer):
         if cfg.get("train", True):
-            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+            ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), f"{cfg.paths.log_dir}/{cfg.task_name}")
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if cfg.get("test"):
@@ -114,6 +116,7 @@ def _write_metrics_json(
         "world_size": trainer.world_size,
         "metrics": {k: _finite(v) for k, v in sorted(metrics.items())},
     }
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(payload, indent=1) + "\n")
     os.replace(tmp, path)

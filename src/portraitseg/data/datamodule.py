@@ -18,6 +18,18 @@ from portraitseg.data.transforms import EvalTransform, train_transform
 from portraitseg.io import DEFAULT_MAX_PIXELS
 
 
+def seed_worker(worker_id: int) -> None:
+    """DataLoader worker init: seed torch/numpy/random (Lightning's) and the albumentations
+    pipeline from the worker's seed, so workers do not repeat one augmentation sequence."""
+    from lightning.fabric.utilities.seed import pl_worker_init_function
+
+    pl_worker_init_function(worker_id)
+    info = torch.utils.data.get_worker_info()
+    transform = getattr(info.dataset, "transform", None)
+    if hasattr(transform, "set_random_seed"):
+        transform.set_random_seed(info.seed % 2**32)
+
+
 def carve_split(
     samples: list[Sample], fraction: float, seed: int
 ) -> tuple[list[Sample], list[Sample]]:
@@ -120,6 +132,7 @@ class HelenDataModule(L.LightningDataModule):
             pin_memory=hp.pin_memory,
             persistent_workers=hp.persistent_workers and hp.num_workers > 0,
             collate_fn=collate,
+            worker_init_fn=seed_worker if hp.num_workers > 0 else None,
         )
 
     def train_dataloader(self) -> DataLoader:
