@@ -54,7 +54,9 @@ def load_samples(args: argparse.Namespace):
         ids = [Path(line.split()[0]).stem for line in lines if line.strip()][: args.n]
         for sample_id in ids:
             background, foreground = read_layers(args.root, sample_id)
-            image = cv2.cvtColor(cv2.imread(str(args.root / "test" / "images" / f"{sample_id}.png")), cv2.COLOR_BGR2RGB)
+            image = cv2.cvtColor(
+                cv2.imread(str(args.root / "test" / "images" / f"{sample_id}.png")), cv2.COLOR_BGR2RGB
+            )
             yield sample_id, image, background, foreground
     else:
         from portraitseg.data.synthetic import make_sample
@@ -86,7 +88,11 @@ def scores(render: np.ndarray, truth: np.ndarray, band: np.ndarray) -> dict[str,
 
 def to_tensor(a: np.ndarray) -> torch.Tensor:
     a = a.astype(np.float32) / 255.0 if a.dtype == np.uint8 else a
-    return torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None] if a.ndim == 3 else torch.from_numpy(a)[None, None]
+    return (
+        torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None]
+        if a.ndim == 3
+        else torch.from_numpy(a)[None, None]
+    )
 
 
 def to_numpy(t: torch.Tensor) -> np.ndarray:
@@ -108,21 +114,35 @@ class Predictor:
         h, w = image.shape[-2:]
         scale = self.size / max(h, w)
         small = torch.nn.functional.interpolate(
-            image, size=(max(1, round(h * scale)), max(1, round(w * scale))), mode="bilinear",
-            antialias=True, align_corners=False,
+            image,
+            size=(max(1, round(h * scale)), max(1, round(w * scale))),
+            mode="bilinear",
+            antialias=True,
+            align_corners=False,
         )
         return self.net(small.clamp(0, 1)).float().softmax(1)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--n", type=int, default=24, help="number of synthetic portraits")
     parser.add_argument("--size", type=int, default=512, help="side of the generated portraits (no --root)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--root", type=Path, help="read the layers of a generated dataset's test split instead")
-    parser.add_argument("--strength", type=float, nargs="+", default=[0.012, 0.03],
-                        help="blur sigma as a fraction of the short side (0.012 = the presets')")
-    parser.add_argument("--ckpt", type=Path, help="trained model for the 'predicted alpha' rows (lead: run later)")
+    parser.add_argument(
+        "--root", type=Path, help="read the layers of a generated dataset's test split instead"
+    )
+    parser.add_argument(
+        "--strength",
+        type=float,
+        nargs="+",
+        default=[0.012, 0.03],
+        help="blur sigma as a fraction of the short side (0.012 = the presets')",
+    )
+    parser.add_argument(
+        "--ckpt", type=Path, help="trained model for the 'predicted alpha' rows (lead: run later)"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--figure", type=Path, help="PNG of boundary crops: truth | naive | halo-free")
@@ -147,32 +167,68 @@ def main() -> None:
                 truth = to_numpy(torch.lerp(lens_blur(background, sigma, kernel, "exact"), fg, alpha))
                 renders = {
                     ("true", "naive"): composite_naive(image, alpha, sigma, kernel=kernel, method="exact"),
-                    ("true", "halo_free"): composite_halo_free(image, alpha, sigma, kernel=kernel, method="exact"),
+                    ("true", "halo_free"): composite_halo_free(
+                        image, alpha, sigma, kernel=kernel, method="exact"
+                    ),
                 }
                 if probs is not None:
                     for mode in MODES:
                         renders[("predicted", mode)] = render_portrait(
-                            image, probs=probs, keep=SUBJECT_CLASSES, blur=kernel, mode=mode, sigma=sigma,
-                            method="exact", falloff=0.0, highlights=0.0, feather=0.0,
+                            image,
+                            probs=probs,
+                            keep=SUBJECT_CLASSES,
+                            blur=kernel,
+                            mode=mode,
+                            sigma=sigma,
+                            method="exact",
+                            falloff=0.0,
+                            highlights=0.0,
+                            feather=0.0,
                             refine=0.01 if mode == "halo_free" else 0.0,
                         )[0]
                 for (source, mode), render in renders.items():
-                    row = {"id": sample_id, "strength": strength, "sigma": sigma, "kernel": kernel,
-                           "alpha": source, "mode": mode, **scores(to_numpy(render), truth, band)}
+                    row = {
+                        "id": sample_id,
+                        "strength": strength,
+                        "sigma": sigma,
+                        "kernel": kernel,
+                        "alpha": source,
+                        "mode": mode,
+                        **scores(to_numpy(render), truth, band),
+                    }
                     per_image.append(row)
                 if k < 3 and kernel == "gaussian" and strength == max(args.strength):
-                    crops.append((truth, to_numpy(renders[("true", "naive")]),
-                                  to_numpy(renders[("true", "halo_free")]), alpha[0, 0].numpy()))
+                    crops.append(
+                        (
+                            truth,
+                            to_numpy(renders[("true", "naive")]),
+                            to_numpy(renders[("true", "halo_free")]),
+                            alpha[0, 0].numpy(),
+                        )
+                    )
         print(f"{sample_id} done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
 
     summary = summarise(per_image)
     for row in summary:
         print(json.dumps(row))
     if args.out:
-        args.out.write_text(json.dumps({"command": " ".join(["python", *sys.argv]), "args": vars(args) | {
-            "root": str(args.root) if args.root else None, "ckpt": str(args.ckpt) if args.ckpt else None,
-            "out": str(args.out), "figure": str(args.figure) if args.figure else None},
-            "summary": summary, "per_image": per_image}, indent=1))
+        args.out.write_text(
+            json.dumps(
+                {
+                    "command": " ".join(["python", *sys.argv]),
+                    "args": vars(args)
+                    | {
+                        "root": str(args.root) if args.root else None,
+                        "ckpt": str(args.ckpt) if args.ckpt else None,
+                        "out": str(args.out),
+                        "figure": str(args.figure) if args.figure else None,
+                    },
+                    "summary": summary,
+                    "per_image": per_image,
+                },
+                indent=1,
+            )
+        )
     if args.figure and crops:
         figure(crops, args.figure)
 
@@ -183,8 +239,16 @@ def summarise(rows: list[dict]) -> list[dict]:
         groups.setdefault((r["strength"], r["kernel"], r["alpha"], r["mode"]), []).append(r)
     out = []
     for (strength, kernel, source, mode), rs in groups.items():
-        out.append({"strength": strength, "kernel": kernel, "alpha": source, "mode": mode, "n": len(rs),
-                    **{m: statistics.mean(r[m] for r in rs) for m in ("psnr", "psnr_band", "ssim", "ssim_band")}})
+        out.append(
+            {
+                "strength": strength,
+                "kernel": kernel,
+                "alpha": source,
+                "mode": mode,
+                "n": len(rs),
+                **{m: statistics.mean(r[m] for r in rs) for m in ("psnr", "psnr_band", "ssim", "ssim_band")},
+            }
+        )
     return out
 
 
@@ -201,12 +265,16 @@ def figure(crops: list[tuple], path: Path, size: int = 160) -> None:
         half = size // 4
         y0 = int(np.clip(y - half, 0, truth.shape[0] - 2 * half))
         x0 = int(np.clip(x - half, 0, truth.shape[1] - 2 * half))
-        tiles = [(np.clip(t[y0 : y0 + 2 * half, x0 : x0 + 2 * half], 0, 1) * 255).round().astype(np.uint8)
-                 for t in (truth, naive, halo_free)]
+        tiles = [
+            (np.clip(t[y0 : y0 + 2 * half, x0 : x0 + 2 * half], 0, 1) * 255).round().astype(np.uint8)
+            for t in (truth, naive, halo_free)
+        ]
         tiles = [np.asarray(Image.fromarray(t).resize((size, size), Image.NEAREST)) for t in tiles]
         sep = np.full((size, 4, 3), 255, np.uint8)
         rows.append(np.concatenate([tiles[0], sep, tiles[1], sep, tiles[2]], 1))
-    grid = np.concatenate([np.concatenate([r, np.full((4, r.shape[1], 3), 255, np.uint8)], 0) for r in rows], 0)
+    grid = np.concatenate(
+        [np.concatenate([r, np.full((4, r.shape[1], 3), 255, np.uint8)], 0) for r in rows], 0
+    )
     header = np.full((22, grid.shape[1], 3), 255, np.uint8)
     img = Image.fromarray(np.concatenate([header, grid], 0))
     draw = ImageDraw.Draw(img)

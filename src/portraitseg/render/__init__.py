@@ -16,7 +16,7 @@ from portraitseg.render.blur import (
     srgb_to_linear,
 )
 from portraitseg.render.composite import (
-    composite,
+    alpha_composite,
     composite_halo_free,
     composite_naive,
     estimate_foreground,
@@ -31,8 +31,8 @@ from portraitseg.render.portrait import DEFAULTS, PortraitRenderer, render_portr
 __all__ = [
     "DEFAULTS",
     "PortraitRenderer",
+    "alpha_composite",
     "boost_highlights",
-    "composite",
     "composite_halo_free",
     "composite_naive",
     "disc_blur",

@@ -63,7 +63,7 @@ def _check_pair(image: torch.Tensor, alpha: torch.Tensor) -> None:
         raise ValueError(f"alpha {tuple(alpha.shape)} must match image {tuple(image.shape)} in B, H, W")
 
 
-def composite(foreground: torch.Tensor, background: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+def alpha_composite(foreground: torch.Tensor, background: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     """``alpha * foreground + (1 - alpha) * background``; ``(B, C, H, W)``, alpha ``(B, 1, H, W)``."""
     return torch.lerp(background, foreground, alpha)
 
@@ -108,19 +108,33 @@ def estimate_foreground(
         short = min(image.shape[-2:])
         sigmas = (max(FOREGROUND_SIGMAS[0] * short, 1.0), max(FOREGROUND_SIGMAS[1] * short, 1.0))
     c = image.shape[1]
-    fg, bg = image, image
-    for i, sigma in enumerate(sigmas):
+    weight = 1.0 - alpha
+    fg = image
+    inputs = [image * alpha, alpha, image * weight]
+    for n, sigma in enumerate(sigmas):
         plan = blur_plan("gaussian", sigma, image.shape[-2], image.shape[-1], method)
 
         def means(ys: list[torch.Tensor]) -> torch.Tensor:
             fa, a, b1a = ys
             return torch.cat([fa / (a + 1e-5), b1a / (1.0 - a + 1e-5)], 1)
 
-        bg_input = image - image * alpha if i == 0 else bg * (1.0 - alpha)
-        blurred = blur_map([fg * alpha, alpha, bg_input], plan, means)
+        blurred = blur_map(inputs, plan, means)
+        inputs.clear()  # free the full-size inputs before the next ones are made
         fg_blur, bg = blurred[:, :c], blurred[:, c:]
-        fg = (fg_blur + alpha * (image - alpha * fg_blur - (1.0 - alpha) * bg)).clamp(0.0, 1.0)
+        if _no_grad(image, alpha):  # the same formula with one full-size temporary
+            fg = (fg_blur * alpha).neg_().add_(image).addcmul_(bg, weight, value=-1.0)
+            fg = fg.mul_(alpha).add_(fg_blur).clamp_(0.0, 1.0)
+        else:
+            fg = (fg_blur + alpha * (image - alpha * fg_blur - weight * bg)).clamp(0.0, 1.0)
+        if n + 1 < len(sigmas):
+            inputs = [fg * alpha, alpha, bg * weight]
+        del blurred, fg_blur, bg
     return fg
+
+
+def _no_grad(*tensors: torch.Tensor) -> bool:
+    """True when no gradient can flow through ``tensors`` (temporaries may then be updated in place)."""
+    return not torch.is_grad_enabled() or not any(t.requires_grad for t in tensors)
 
 
 def _inputs(
@@ -131,7 +145,12 @@ def _inputs(
     if alpha is None:
         return [work]
     weight = 1.0 - alpha
-    free = work * weight if work_fg is None else (work - alpha * work_fg).clamp_min(0.0)
+    if work_fg is None:
+        free = work * weight
+    elif _no_grad(work, alpha, work_fg):
+        free = (alpha * work_fg).neg_().add_(work).clamp_min_(0.0)
+    else:
+        free = (work - alpha * work_fg).clamp_min(0.0)
     return [free, weight, work]
 
 
@@ -234,7 +253,7 @@ def composite_naive(
     With ``kernel="gaussian"`` and ``method="exact"`` ``blur`` is ``cv2.GaussianBlur`` (reflect-101).
     """
     _check_pair(image, alpha)
-    return composite(image, naive_background(image, sigma, kernel=kernel, method=method), alpha)
+    return alpha_composite(image, naive_background(image, sigma, kernel=kernel, method=method), alpha)
 
 
 def composite_halo_free(
@@ -256,7 +275,7 @@ def composite_halo_free(
     background = halo_free_background(
         image, alpha, sigma, kernel=kernel, method=method, eps=eps, foreground=foreground
     )
-    return composite(image if foreground is None else foreground, background, alpha)
+    return alpha_composite(image if foreground is None else foreground, background, alpha)
 
 
 def falloff_weights(

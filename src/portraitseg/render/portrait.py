@@ -28,7 +28,7 @@ from portraitseg.render.composite import (
     MODES,
     Kernel,
     Mode,
-    composite,
+    alpha_composite,
     estimate_foreground,
     graded_background,
 )
@@ -230,7 +230,7 @@ def render_portrait(
     if _may_overwrite(background, x, foreground, a):
         portrait = background.lerp_(foreground, a)  # saves a full-size allocation (inference only)
     else:
-        portrait = composite(foreground, background, a)
+        portrait = alpha_composite(foreground, background, a)
     return portrait.to(dtype), a.to(dtype)
 
 
