@@ -90,9 +90,6 @@ def test_ddp_two_cpu_processes_one_run_directory(tmp_path: Path) -> None:
         *(f"data.synthetic.{k}={v}" for k, v in SYNTH.items()), "data.image_size=64", "data.batch_size=2",
         "trainer.max_epochs=1", "callbacks.progress_bar=null", "trainer.enable_model_summary=false",
         "logger=csv",
-        # SegmentationModule._log_grid reads trainer.log_dir (a broadcast) on rank 0 only, which
-        # deadlocks DDP; drop this override once every rank reads it
-        "module.num_log_images=0",
     ]
     # a session of its own: a hung rank is killed with its parent
     proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *args], cwd=tmp_path, env=env,
@@ -113,7 +110,7 @@ def test_ddp_two_cpu_processes_one_run_directory(tmp_path: Path) -> None:
     files = sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file())
     assert files == [".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml",
                      "checkpoints/epoch000.ckpt", "checkpoints/last.ckpt", "csv/hparams.yaml",
-                     "csv/metrics.csv", "metrics.json", "train.log"]
+                     "csv/images/val_epoch000.png", "csv/metrics.csv", "metrics.json", "train.log"]
     assert not list(log_dir.rglob("train_ddp_process_*"))
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["epochs"] == 1

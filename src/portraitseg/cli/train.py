@@ -70,7 +70,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
             ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), f"{cfg.paths.log_dir}/{cfg.task_name}")
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        callback = trainer.checkpoint_callback
+        best = callback.best_model_path if callback else ""
+        if callback is not None and callback.best_model_score is not None:
+            # sweeps optimise the score of the checkpoint that is kept, not the last epoch's
+            metrics[f"best/{callback.monitor}"] = float(callback.best_model_score)
         if cfg.get("test"):
             trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
             metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
@@ -258,10 +262,13 @@ def launch_args(argv: Sequence[str], env: Mapping[str, str], parent_pid: int) ->
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def hydra_main(cfg: DictConfig) -> float | None:
-    """Hydra task function; returns ``cfg.optimized_metric`` for hyperparameter sweepers."""
+    """Hydra task function; returns the best ``cfg.optimized_metric`` (that of the kept
+    checkpoint) for hyperparameter sweepers."""
     metrics = train(cfg)
     name = cfg.get("optimized_metric")
-    return metrics.get(name) if name else None
+    if not name:
+        return None
+    return metrics.get(f"best/{name}", metrics.get(name))
 
 
 def main() -> None:

@@ -125,7 +125,7 @@ class SegmentationModule(L.LightningModule):
             self.log("train/render_loss", term, on_step=True, on_epoch=True, batch_size=len(logits))
             loss = loss + self.render_weight * term
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True,
-                 batch_size=len(logits))
+                 batch_size=len(logits), sync_dist=True)
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -144,8 +144,10 @@ class SegmentationModule(L.LightningModule):
         self.val_metrics.reset()
         self._val_scores = {k: float(v) for k, v in scores.items()}
         headline = "f1_overall" if "f1_overall" in scores else "miou"
-        self.log_dict({f"val/{k}": v.float() for k, v in scores.items() if k != headline})
-        self.log(f"val/{headline}", scores[headline].float(), prog_bar=True)
+        # scores come from a confusion matrix already summed over ranks: identical everywhere
+        self.log_dict({f"val/{k}": v.float() for k, v in scores.items() if k != headline},
+                      sync_dist=True)
+        self.log(f"val/{headline}", scores[headline].float(), prog_bar=True, sync_dist=True)
         if self._val_batch is not None and not self.trainer.sanity_checking:
             self._log_grid()
         self._val_batch = None
@@ -169,6 +171,7 @@ class SegmentationModule(L.LightningModule):
         self.test_metrics.reset()
 
     def _log_grid(self) -> None:
+        log_dir = self.trainer.log_dir or self.trainer.default_root_dir  # a broadcast: all ranks
         if not self.trainer.is_global_zero:
             return
         batch = self._val_batch
@@ -176,7 +179,7 @@ class SegmentationModule(L.LightningModule):
         if self.renderer is not None:
             portraits, _ = self.renderer(batch["image"], probs=batch["probs"])
         grid = prediction_grid(batch["image"], batch["mask"], batch["pred"], portraits)
-        out = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "images"
+        out = Path(log_dir) / "images"
         out.mkdir(parents=True, exist_ok=True)
         Image.fromarray(grid).save(out / f"val_epoch{self.current_epoch:03d}.png")
         for logger in self.loggers:
