@@ -61,3 +61,28 @@ def test_resume_restores_epoch_step_optimizer_and_scheduler(tmp_path):
     assert {int(s["step"]) for s in adam.values()} == {4}, "Adam moments continue from step 2"
     assert second["lr_schedulers"][0]["last_epoch"] == 4
     assert first["lr_schedulers"][0]["last_epoch"] == 2
+
+
+def test_init_from_loads_weights_but_starts_fresh(tmp_path):
+    from portraitseg.cli.train import build_module, init_weights
+
+    train(train_config(tmp_path, "first"))
+    source = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    cfg = train_config(tmp_path, "second", f"init_from={source}")
+    module = build_module(cfg)
+    init_weights(module, str(source))
+    stored = torch.load(source, weights_only=True)["state_dict"]
+    for name, tensor in module.state_dict().items():
+        torch.testing.assert_close(tensor, stored[name], msg=name)
+    train(cfg)  # a fresh run: epoch and step restart from zero
+    second = torch.load(tmp_path / "second" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert (second["epoch"], second["global_step"]) == (0, 2)
+
+
+def test_init_from_another_architecture_is_refused(tmp_path):
+    from portraitseg.cli.train import build_module, init_weights
+
+    train(train_config(tmp_path, "first"))
+    cfg = train_config(tmp_path, "other", "model.skip=true")  # FCN-16s: an extra skip layer
+    with pytest.raises(ValueError, match="does not match the configured model"):
+        init_weights(build_module(cfg), str(tmp_path / "first" / "checkpoints" / "last.ckpt"))

@@ -49,6 +49,25 @@ def build_module(cfg: DictConfig) -> SegmentationModule:
     )
 
 
+def init_weights(module: SegmentationModule, path: str) -> None:
+    """Fine-tuning: load the network weights of a checkpoint or weights export into ``module``.
+
+    Unlike ``ckpt_path`` (resume), the optimizer, LR schedule, epoch and step start fresh.
+    The stored model must have the configured architecture and class count.
+    """
+    from portraitseg.models.checkpoint import load_segmenter
+
+    source, info = load_segmenter(path)
+    try:
+        module.net.load_state_dict(source.state_dict())
+    except RuntimeError as err:
+        raise ValueError(
+            f"init_from={path}: its model ({info.get('model')}) does not match the configured "
+            f"model; pick the same model=... as the run that wrote it. {err}"
+        ) from None
+    log.info("initialized the network from %s", path)
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and optionally test) as configured; returns the final metrics as floats."""
     if cfg.get("seed") is not None:
@@ -57,6 +76,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         torch.use_deterministic_algorithms(True, warn_only=True)
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     module = build_module(cfg)
+    if cfg.get("init_from"):
+        init_weights(module, cfg.init_from)
     callbacks: list[Callback] = _instantiate_all(cfg.get("callbacks"))
     loggers = _instantiate_all(cfg.get("logger"))
     if not loggers:  # LearningRateMonitor refuses to run without a logger (e.g. debug=fdr)
