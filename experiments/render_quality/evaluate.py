@@ -8,9 +8,10 @@ background and an RGBA person layer, so the portrait a real lens would have take
 (the *whole* person, neck and clothes included, is the subject). Each render gets the photo and
 an alpha and is scored against ``truth`` by PSNR and SSIM over the whole image and over an 8-px
 band around the subject boundary (pixels within 8 px of the ``A > 0.5`` outline, both sides),
-where halos live. Renders: ``naive`` (the paper: ``A * I + (1 - A) * blur(I)``) and
-``halo_free``, each with the Gaussian and the disc kernel, all with ``method="exact"``, no
-falloff, no highlights and no refinement (the truth has none of them).
+where halos live. Renders: ``naive`` (the paper: ``A * I + (1 - A) * blur(I)``), ``halo_free``
+and, as an ablation, ``halo_free_no_fg`` (normalised convolution without the foreground-colour
+estimate), each with the Gaussian and the disc kernel, all with ``method="exact"``, no falloff,
+no highlights and no refinement (the truth has none of them).
 
 Alphas: ``true`` (the layer's alpha). ``predicted`` needs a trained model: pass ``--ckpt`` (a
 ``train.py`` checkpoint or an exported model); the renders then get the model's class
@@ -169,6 +170,10 @@ def main() -> None:
                     ("true", "naive"): composite_naive(image, alpha, sigma, kernel=kernel, method="exact"),
                     ("true", "halo_free"): composite_halo_free(
                         image, alpha, sigma, kernel=kernel, method="exact"
+                    ),
+                    # ablation: normalised convolution alone, the photo as the subject's colour
+                    ("true", "halo_free_no_fg"): composite_halo_free(
+                        image, alpha, sigma, kernel=kernel, method="exact", estimate=False
                     ),
                 }
                 if probs is not None:

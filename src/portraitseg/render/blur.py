@@ -297,33 +297,22 @@ def _block(k: int) -> int:
 
 
 def _banded_conv_rows(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
-    """Valid 1-D convolution along the last axis as block-banded matrix products."""
+    """Valid 1-D convolution along the last axis as one block-banded matrix product: the row is
+    cut into overlapping windows of ``block + k - 1`` samples, each giving ``block`` outputs."""
     k = taps.numel()
     n = x.shape[-1] - k + 1
     block = min(_block(k), n)
-    rows = x.reshape(-1, x.shape[-1])
-    band = _banded(taps, block)
-    outs = []
-    for start in range(0, n, block):
-        width = min(block, n - start)
-        outs.append(
-            rows[:, start : start + width + k - 1] @ (band if width == block else _banded(taps, width))
-        )
-    return torch.cat(outs, 1).view(*x.shape[:-1], n)
+    blocks = -(-n // block)
+    if blocks * block > n:  # zeros feed only the outputs cropped below
+        x = F.pad(x, (0, blocks * block - n))
+    windows = x.unfold(-1, block + k - 1, block)  # (..., blocks, block + k - 1), overlapping
+    out = windows.reshape(-1, block + k - 1) @ _banded(taps, block)  # one copy, one product
+    return out.view(*windows.shape[:-1], block).flatten(-2)[..., :n]
 
 
 def _banded_conv_cols(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
-    """Valid 1-D convolution along the second-last axis as block-banded matrix products."""
-    k = taps.numel()
-    n = x.shape[-2] - k + 1
-    block = min(_block(k), n)
-    band_t = _banded(taps, block).T
-    outs = []
-    for start in range(0, n, block):
-        height = min(block, n - start)
-        band = band_t if height == block else _banded(taps, height).T
-        outs.append(torch.matmul(band, x[..., start : start + height + k - 1, :]))
-    return torch.cat(outs, -2)
+    """Valid 1-D convolution along the second-last axis (rows of the transposed image)."""
+    return _banded_conv_rows(x.transpose(-1, -2), taps).transpose(-1, -2)
 
 
 def conv_valid(x: torch.Tensor, plan: BlurPlan, ksize: int | None = None) -> torch.Tensor:
@@ -347,19 +336,13 @@ def conv_valid(x: torch.Tensor, plan: BlurPlan, ksize: int | None = None) -> tor
     return y[..., k - 1 : k - 1 + h, k - 1 : k - 1 + w]
 
 
-def _axis_parts(n: int, factor: int, pad: int, device: torch.device) -> list[torch.Tensor | None]:
-    """Source pixels of the ``pad`` mirrored blocks before, the whole blocks (``None``: the image
-    itself, pooled in floor mode), and the partial + ``pad`` mirrored blocks after, along one axis."""
-    blocks = -(-n // factor)
+def _border_index(n: int, factor: int, pad: int, device: torch.device) -> tuple[torch.Tensor, int]:
+    """Source pixels of the ``pad`` mirrored blocks before the image and of the partial +
+    ``pad`` mirrored blocks after its whole blocks, along one axis; and the number of the former."""
     body = n // factor
-    after = _reflect_index(n, 0, (blocks + pad) * factor - n, False, device)[body * factor :]
     before = _reflect_index(n, pad * factor, 0, False, device)[: pad * factor]
-    parts: list[torch.Tensor | None] = [before] if pad else []
-    if body:
-        parts.append(None)
-    if after.numel():
-        parts.append(after)
-    return parts
+    after = _reflect_index(n, 0, (-(-n // factor) + pad) * factor - n, False, device)[body * factor :]
+    return torch.cat([before, after]), pad
 
 
 def pool_padded(x: torch.Tensor, factor: int, pad: int) -> torch.Tensor:
@@ -367,22 +350,29 @@ def pool_padded(x: torch.Tensor, factor: int, pad: int) -> torch.Tensor:
     extended image, with ``pad`` extra blocks on every side:
     ``(B, C, ceil(H / f) + 2 pad, ceil(W / f) + 2 pad)``.
 
-    The bulk is one ``avg_pool2d`` of the image itself; only thin mirrored border strips (and a
-    partial last block) are gathered.
+    The bulk is one ``avg_pool2d`` of the image itself; the mirrored borders (and a partial last
+    block) come from two thin gathered strips, so the whole costs a handful of operations.
     """
-    rows = _axis_parts(x.shape[-2], factor, pad, x.device)
-    cols = _axis_parts(x.shape[-1], factor, pad, x.device)
-    out = x.new_empty(*x.shape[:-2], -(-x.shape[-2] // factor) + 2 * pad, -(-x.shape[-1] // factor) + 2 * pad)
-    top = 0
-    for r in rows:
-        strip = x if r is None else x.index_select(-2, r)
-        left = 0
-        for c in cols:
-            piece = F.avg_pool2d(strip if c is None else strip.index_select(-1, c), factor)
-            out[..., top : top + piece.shape[-2], left : left + piece.shape[-1]] = piece
-            left += piece.shape[-1]
-        top += piece.shape[-2]
-    return out
+    h, w = x.shape[-2:]
+    cols, left = _border_index(w, factor, pad, x.device)
+    rows, top = _border_index(h, factor, pad, x.device)
+    pieces = []
+    if rows.numel():  # top and bottom strips over all columns, corners included
+        body_cols = torch.arange((w // factor) * factor, device=x.device)
+        all_cols = torch.cat([cols[: left * factor], body_cols, cols[left * factor :]])
+        ends = F.avg_pool2d(x.index_select(-2, rows).index_select(-1, all_cols), factor)
+        pieces.append(ends[..., :top, :])
+    if h >= factor:  # the whole rows: left strip | body | right strip
+        sides = F.avg_pool2d(x.index_select(-1, cols), factor) if cols.numel() else None
+        middle = [sides[..., :left]] if sides is not None and left else []
+        if w >= factor:
+            middle.append(F.avg_pool2d(x, factor))
+        if sides is not None and sides.shape[-1] > left:
+            middle.append(sides[..., left:])
+        pieces.append(torch.cat(middle, -1) if len(middle) > 1 else middle[0])
+    if rows.numel() and ends.shape[-2] > top:
+        pieces.append(ends[..., top:, :])
+    return torch.cat(pieces, -2) if len(pieces) > 1 else pieces[0]
 
 
 def upsample_crop(y: torch.Tensor, factor: int, size: tuple[int, int]) -> torch.Tensor:
