@@ -210,3 +210,21 @@ def test_plans_depend_on_shapes_only():
     for sigma in (2.0, 6.0, 30.0):
         assert gaussian_blur(x, sigma).shape == x.shape
         assert disc_blur(x, sigma).shape == x.shape
+
+
+@pytest.mark.parametrize("sigma", [8.0, 16.0])
+def test_downsample_path_worst_case_bound(sigma):
+    """The documented guarantee for any image in [0, 1]: the error at a pixel is at most the positive
+    part of (fast - exact) operator row, read off by autograd for every phase of the pooling grid."""
+    n = int(8 * sigma + 48)
+    plan = blur_plan("gaussian", sigma, n, n)
+    x = torch.zeros(1, 1, n, n, dtype=torch.float64, requires_grad=True)
+    fast, exact = gaussian_blur(x, sigma), gaussian_blur(x, sigma, "exact")
+    worst = 0.0
+    for py in range(plan.factor):
+        for px in range(plan.factor):
+            c = (n // 2 + py, n // 2 + px)
+            (g_fast,) = torch.autograd.grad(fast[0, 0, c[0], c[1]], x, retain_graph=True)
+            (g_exact,) = torch.autograd.grad(exact[0, 0, c[0], c[1]], x, retain_graph=True)
+            worst = max(worst, float((g_fast - g_exact).clamp_min(0).sum()))
+    assert worst <= 0.04
