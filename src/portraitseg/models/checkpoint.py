@@ -172,7 +172,7 @@ def _from_lightning(path: Path, ckpt: Mapping[str, Any]) -> StoredModel:
     metrics = dict(_plain_floats(extra.get("val_metrics") or {}))
     if not metrics:  # older checkpoints: only the monitored score, from ModelCheckpoint's state
         for key, state_ in (ckpt.get("callbacks") or {}).items():
-            if str(key).startswith("ModelCheckpoint") and isinstance(state_, Mapping):
+            if "ModelCheckpoint" in str(key) and isinstance(state_, Mapping):  # + subclasses
                 score = state_.get("current_score")
                 if state_.get("monitor") and score is not None:
                     metrics[str(state_["monitor"]).removeprefix("val/")] = float(score)
