@@ -26,6 +26,7 @@ from portraitseg.cli.main import main
 from portraitseg.io import read_image
 from portraitseg.models import create_model
 from portraitseg.models.checkpoint import export_weights
+from portraitseg.render.person import PERSON_DEFAULTS
 
 REPO = Path(__file__).resolve().parents[1]
 HAIR, SKIN = CLASS_NAMES.index("hair"), CLASS_NAMES.index("skin")
@@ -82,7 +83,6 @@ class ColourOracle(torch.nn.Module):
         return logits * self.scale
 
 
-NO_PERSON = "the whole-person extension (render/person.py, issue 7) is not in this checkout"
 HELEN_INFO = {"class_names": list(CLASS_NAMES), "image_size": 128, "model": {"classes": NUM_CLASSES}}
 
 
@@ -352,7 +352,6 @@ def _portrait_photo(tmp_path: Path) -> tuple[Path, np.ndarray]:
 
 
 def test_subject_person_keeps_the_body_sharp(tmp_path, oracle, capsys):
-    pytest.importorskip("portraitseg.render.person", reason=NO_PERSON)
     src, body = _portrait_photo(tmp_path)
     change = {}
     for subject in ("face", "person"):
@@ -367,7 +366,6 @@ def test_subject_person_keeps_the_body_sharp(tmp_path, oracle, capsys):
 
 
 def test_subject_person_without_a_face_warns(tmp_path, oracle, capsys):
-    pytest.importorskip("portraitseg.render.person", reason=NO_PERSON)
     src = save(tmp_path / "wall.png", textured(64, 64, 70))
     code, _, err = render(capsys, src, "-o", tmp_path / "out", "--ckpt", "oracle")
     assert code == 0, err
@@ -553,26 +551,24 @@ def test_preset_subject_and_person_options_reach_the_person_extension(tmp_path, 
                                                "subject: face\nperson:\n  work_size: 96\n")
     monkeypatch.setattr(cli_render, "_conf_dir", lambda: conf)
     renderer, subject, person = cli_render.build_renderer(cli_render.render_config("disc", {}), (HAIR,))
-    assert subject == "face" and person == {"work_size": 96}
+    assert subject == "face" and person == {**PERSON_DEFAULTS, "work_size": 96}
     assert renderer.keep == (HAIR,)
 
     seen = {}
-    if cli_render.person_available():
-        import portraitseg.render.person as person_module
+    import portraitseg.render.person as person_module
 
-        real = person_module.person_alpha
+    real = person_module.person_alpha
 
-        def spy(image, probs, keep, **options):
-            seen.update(options)
-            return real(image, probs, keep, **options)
+    def spy(image, probs, keep, **options):
+        seen.update(options)
+        return real(image, probs, keep, **options)
 
-        monkeypatch.setattr(person_module, "person_alpha", spy)
+    monkeypatch.setattr(person_module, "person_alpha", spy)
     src = save(tmp_path / "p.png", textured(64, 64, 80))
     code, _, err = render(capsys, src, "-o", tmp_path / "face", "--ckpt", "oracle")  # the preset's subject
     assert code == 0, err
     assert seen == {}
-    if cli_render.person_available():
-        code, _, err = render(capsys, src, "-o", tmp_path / "person", "--ckpt", "oracle",
-                              "--subject", "person")
-        assert code == 0, err
-        assert seen == {"work_size": 96}
+    code, _, err = render(capsys, src, "-o", tmp_path / "person", "--ckpt", "oracle",
+                          "--subject", "person")
+    assert code == 0, err
+    assert seen == {**PERSON_DEFAULTS, "work_size": 96}

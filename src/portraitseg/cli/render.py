@@ -299,40 +299,24 @@ def render_config(preset: str, overrides: dict[str, Any]) -> Any:
     return node
 
 
-#: Preset keys that configure the subject, not the renderer (issue 7: ``subject: person|face`` and
-#: the ``person:`` options of :func:`portraitseg.render.person.person_alpha`).
-SUBJECT_KEYS = ("subject", "person")
-
-
-def build_renderer(node: Any, keep: tuple[int, ...]) -> tuple[torch.nn.Module, str | None, dict[str, Any]]:
+def build_renderer(node: Any, keep: tuple[int, ...]) -> tuple[torch.nn.Module, str, dict[str, Any]]:
     """Instantiate the renderer of a composed preset.
 
     Returns:
-        ``(renderer, subject, person_options)``: the preset's ``subject`` (None if it has none)
-        and its ``person`` options, both removed from the renderer's arguments unless
-        :class:`PortraitRenderer` takes them itself.
+        ``(renderer, subject, person_options)``: the preset's ``subject`` (``person`` | ``face``)
+        and its ``person`` options, stored on the :class:`PortraitRenderer`.
     """
-    import inspect
-
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from portraitseg.render import PortraitRenderer
-
     options = OmegaConf.to_container(node, resolve=True)
-    accepted = inspect.signature(PortraitRenderer.__init__).parameters
-    subject = options.get("subject")
-    person = options.get("person") or {}
-    for key in SUBJECT_KEYS:
-        if key in options and key not in accepted:
-            del options[key]
     options["keep"] = list(keep)
     try:
         renderer = instantiate(options)
     except Exception as err:  # noqa: BLE001 - hydra wraps the renderer's ValueError
         cause = err.__cause__ or err
         raise UsageError(f"render options: {cause}") from None
-    return renderer, subject, dict(person)
+    return renderer, renderer.subject, dict(renderer.person)
 
 
 def parse_keep(spec: str | None, model: Model) -> tuple[int, ...] | None:
@@ -428,13 +412,6 @@ def subject_alpha_for(
 
     return person_alpha(image, probs, job.keep, **job.person_options)
 
-
-def person_available() -> bool:
-    try:
-        from portraitseg.render.person import person_alpha  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 # --------------------------------------------------------------------------------------------
@@ -594,14 +571,10 @@ def build_job(args: argparse.Namespace) -> Job:
         raise UsageError(f"--keep: class ids {keep} do not exist in this {model.classes}-class model")
     renderer, preset_subject, person_options = build_renderer(node, keep)
 
-    subject = args.subject or preset_subject or "person"
-    if subject not in ("person", "face"):
-        raise UsageError(f"subject {subject!r} (from --render {args.render}): choose person or face")
-    if person is None and subject == "person" and not (model.helen and person_available()):
-        reason = ("the model is not a Helen face parser" if not model.helen else
-                  "the whole-person extension (portraitseg.render.person) is not installed")
-        _say(f"warning: {reason}; rendering the kept classes as the subject (--subject face)",
-             file=sys.stderr)
+    subject = args.subject or preset_subject
+    if person is None and subject == "person" and not model.helen:
+        _say("warning: the model is not a Helen face parser; rendering the kept classes as the "
+             "subject (--subject face)", file=sys.stderr)
         subject = "face"
     return Job(model, renderer.to(device), keep, subject, person, person_options, args.tta, args.max_pixels,
                args.quality, device)

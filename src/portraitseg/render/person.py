@@ -53,6 +53,9 @@ from portraitseg.render.alpha import check_keep, check_range
 from portraitseg.render.blur import check_blur_input
 
 #: Defaults of :func:`person_alpha` (192 px / 2 iterations: see experiments/person/results.md).
+#: What a portrait keeps sharp: the whole person, or the parsed face classes only (the paper).
+SUBJECTS = ("person", "face")
+
 PERSON_DEFAULTS: dict[str, Any] = {
     "work_size": 192,
     "min_face": 0.05,

@@ -10,7 +10,7 @@ short side, so a preset looks the same on a 256 px training crop and a 12 MP pho
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -23,6 +23,7 @@ from portraitseg.render.blur import (
     Method,
     check_blur_input,
 )
+from portraitseg.render.person import PERSON_DEFAULTS, SUBJECTS, check_person_options
 from portraitseg.render.composite import (
     HALO_EPS,
     MODES,
@@ -245,8 +246,11 @@ class PortraitRenderer(nn.Module):
     """Stores render options and calls :func:`render_portrait`; built from ``conf/render/*.yaml``.
 
     ``keep`` accepts anything :func:`portraitseg.classes.class_ids` does (None = every
-    non-background class, names, ids, ``"hair,skin"``). The other arguments are those of
-    :func:`render_portrait` and are validated here, so a bad config fails at construction.
+    non-background class, names, ids, ``"hair,skin"``). ``subject`` (``person`` | ``face``) and
+    ``person`` (options of :func:`portraitseg.render.person.person_alpha`) are stored for the
+    callers that build the alpha (the CLI); ``forward`` renders whatever alpha or parse it is
+    given. The other arguments are those of :func:`render_portrait` and are validated here, so a
+    bad config fails at construction.
 
     Example:
         >>> renderer = PortraitRenderer(blur="gaussian", mode="naive", strength=0.02)
@@ -271,8 +275,21 @@ class PortraitRenderer(nn.Module):
         highlights: float = DEFAULTS["highlights"],
         highlight_threshold: float = DEFAULTS["highlight_threshold"],
         method: Method = DEFAULTS["method"],
+        subject: str = "person",
+        person: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        if subject not in SUBJECTS:
+            raise ValueError(f"subject={subject!r}: choose one of {', '.join(SUBJECTS)}")
+        unknown = set(person or {}) - set(PERSON_DEFAULTS)
+        if unknown:
+            raise ValueError(f"unknown person options {sorted(unknown)}; known: {sorted(PERSON_DEFAULTS)}")
+        #: what the caller should keep sharp: ``person`` (the face parse extended to the body by
+        #: :func:`portraitseg.render.person.person_alpha`, a non-differentiable preprocessing step
+        #: that produces the ``alpha`` input) or ``face`` (the kept classes only, the paper)
+        self.subject = subject
+        self.person: dict[str, Any] = {**PERSON_DEFAULTS, **(person or {})}
+        check_person_options(**self.person)
         options = {
             "blur": blur,
             "mode": mode,
