@@ -72,7 +72,7 @@ def test_eval_writes_metrics_and_figures(root, ckpt, capsys):
     with Image.open(out / "confusion.png") as im:
         assert im.width > 300
     with Image.open(out / "predictions.png") as im:
-        assert im.size == (3 * 48, 2 * 48)  # 2 test images (< num_figures), image|truth|prediction
+        assert im.size == (4 * 48, 2 * 48)  # 2 test images (< num_figures): image|truth|prediction|portrait
     printed = capsys.readouterr().out
     assert "overall F1" in printed and "inner_mouth" in printed and "subject IoU" in printed
 

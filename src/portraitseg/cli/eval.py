@@ -23,7 +23,7 @@ import lightning as L
 import numpy as np
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 from PIL import Image
 from torch.utils.data import DataLoader
 
@@ -119,12 +119,17 @@ def confusion_figure(cm: np.ndarray, class_names: Sequence[str], path: str | os.
 
 @torch.no_grad()
 def sample_predictions(module: SegmentationModule, dataset, n: int) -> np.ndarray:
-    """(image | truth | prediction) rows for the first ``n`` samples, at the network input size."""
+    """(image | truth | prediction [| portrait]) rows for the first ``n`` samples, at the network
+    input size; the portrait column is rendered with the ``render`` preset when one is set."""
     batch = collate([dataset[i] for i in range(min(n, len(dataset)))])
     module.eval()
     image = batch["image"].to(module.device)
-    preds = module.predict_logits(image).argmax(1)
-    return prediction_grid(batch["image"], batch["mask"], preds.cpu())
+    logits = module.predict_logits(image)
+    portraits = None
+    if module.renderer is not None:
+        portraits, _ = module.renderer(image, probs=logits.softmax(1))
+        portraits = portraits.cpu()
+    return prediction_grid(batch["image"], batch["mask"], logits.argmax(1).cpu(), portraits)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -137,7 +142,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     stored = read_model_file(path)
     info = stored.info
     classes = int(stored.config.get("classes", len(info["class_names"])))
-    module = SegmentationModule(net=stored.config, tta_flip=bool(cfg.tta_flip), num_log_images=0)
+    render = OmegaConf.to_container(cfg.render, resolve=True) if cfg.get("render") else None
+    module = SegmentationModule(net=stored.config, render=render, tta_flip=bool(cfg.tta_flip),
+                                num_log_images=0)
     load_weights(module.net, stored.state_dict, str(path))
 
     with open_dict(cfg):
