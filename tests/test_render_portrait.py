@@ -257,6 +257,7 @@ def test_cuda_matches_cpu_without_syncs():
     renderer = PortraitRenderer(strength=0.2)
     cpu = renderer(image, logits)[0]
     image_cuda, logits_cuda = image.cuda(), logits.cuda()
+    renderer(image_cuda, logits_cuda)  # first call copies the (cached) kernels to the device
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:

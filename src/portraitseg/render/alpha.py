@@ -72,13 +72,18 @@ def subject_alpha(
     num_classes = scores.shape[1]
     if num_classes < 2:
         raise ValueError(f"scores need K >= 2 class channels, got shape {tuple(scores.shape)}")
-    ids = list(check_keep(keep, num_classes))
+    ids = check_keep(keep, num_classes)
+    # slices, not a list index: indexing with a Python list would copy an index tensor to the device
+    kept = (
+        torch.cat([scores[:, i : i + 1] for i in ids], 1) if len(ids) > 1 else scores[:, ids[0] : ids[0] + 1]
+    )
     if from_logits:
-        scores = scores.float() if scores.dtype in (torch.float16, torch.bfloat16) else scores
-        alpha = torch.exp(scores[:, ids].logsumexp(1, keepdim=True) - scores.logsumexp(1, keepdim=True))
+        if scores.dtype in (torch.float16, torch.bfloat16):
+            scores, kept = scores.float(), kept.float()
+        alpha = torch.exp(kept.logsumexp(1, keepdim=True) - scores.logsumexp(1, keepdim=True))
     else:
         check_range(scores, "probs", hint="; pass logits with from_logits=True, or softmax them first")
-        alpha = scores[:, ids].sum(1, keepdim=True).clamp(0.0, 1.0)
+        alpha = kept.sum(1, keepdim=True).clamp(0.0, 1.0)
     if size is not None and tuple(alpha.shape[-2:]) != tuple(size):
         alpha = F.interpolate(alpha, size=tuple(size), mode="bilinear", align_corners=False)
     return alpha

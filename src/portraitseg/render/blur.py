@@ -164,13 +164,20 @@ def gaussian_kernel1d(
     """Normalised 1-D Gaussian taps ``(ksize,)`` exactly as ``cv2.getGaussianKernel`` (sigma > 0).
 
     Computed in float64 and rounded once to ``dtype``. ``ksize`` defaults to :func:`gaussian_ksize`.
+    Cached per (sigma, ksize, dtype, device), so a repeated render copies no kernel to the device;
+    do not modify the result in place.
     """
     if not sigma > 0:
         raise ValueError(f"sigma must be > 0, got {sigma}")
     ksize = gaussian_ksize(sigma) if ksize is None else int(ksize)
     if ksize < 1 or ksize % 2 == 0:
         raise ValueError(f"ksize must be a positive odd integer, got {ksize}")
-    return torch.tensor(_gaussian_taps(float(sigma), ksize), dtype=torch.float64, device=device).to(dtype)
+    return _on_device(_gaussian_taps(float(sigma), ksize), dtype, torch.device(device or "cpu"))
+
+
+@lru_cache(maxsize=128)
+def _on_device(values: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float64).to(device=device, dtype=dtype)
 
 
 @lru_cache(maxsize=32)
@@ -197,7 +204,7 @@ def disc_kernel2d(
     """
     if not radius >= 0:
         raise ValueError(f"disc radius must be >= 0, got {radius}")
-    return torch.tensor(_disc_taps(float(radius)), dtype=torch.float64, device=device).to(dtype)
+    return _on_device(_disc_taps(float(radius)), dtype, torch.device(device or "cpu"))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -23,7 +23,6 @@ from portraitseg.render.blur import (
     Method,
     check_blur_input,
 )
-from portraitseg.render.person import PERSON_DEFAULTS, SUBJECTS, check_person_options
 from portraitseg.render.composite import (
     HALO_EPS,
     MODES,
@@ -33,6 +32,7 @@ from portraitseg.render.composite import (
     estimate_foreground,
     graded_background,
 )
+from portraitseg.render.person import PERSON_DEFAULTS, SUBJECTS, check_person_options
 
 KERNELS: tuple[str, ...] = ("gaussian", "disc")
 
