@@ -1,6 +1,8 @@
-"""Summarize a training run: per-epoch validation metrics (plot + markdown table).
+"""Summarize training runs: per-epoch validation metrics (plot + markdown table).
 
-    python experiments/helen_cpu/report.py outputs/helen_cpu/runs/<time> --out experiments/helen_cpu
+Several run directories are read as consecutive stages (e.g. a run and its fine-tune):
+
+    python experiments/helen_cpu/report.py outputs/helen_cpu/runs/<t1> outputs/helen_cpu_ft/runs/<t2>
 """
 
 from __future__ import annotations
@@ -31,19 +33,29 @@ def read_val_rows(run_dir: Path) -> list[dict[str, float]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("run_dirs", type=Path, nargs="+")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent)
     args = parser.parse_args()
-    rows = read_val_rows(args.run_dir)
-    lines = ["| epoch | step | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 2) + "|"]
+    rows, offset = [], 0
+    for stage, run_dir in enumerate(args.run_dirs, 1):
+        stage_rows = read_val_rows(run_dir)
+        for r in stage_rows:
+            rows.append({**r, "stage": stage, "total_step": offset + r["step"] + 1})
+        offset = rows[-1]["total_step"]
+    lines = ["| stage | epoch | optimizer steps (total) | " + " | ".join(COLUMNS) + " |",
+             "|---" * (len(COLUMNS) + 3) + "|"]
     for r in rows:
-        lines.append(f"| {r['epoch']} | {r['step']} | " + " | ".join(f"{r[c]:.4f}" for c in COLUMNS) + " |")
+        lines.append(f"| {r['stage']} | {r['epoch']} | {r['total_step']} | "
+                     + " | ".join(f"{r[c]:.4f}" for c in COLUMNS) + " |")
     (args.out / "val_per_epoch.md").write_text("\n".join(lines) + "\n")
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
     for c in COLUMNS:
-        ax.plot([r["epoch"] + 1 for r in rows], [r[c] for r in rows], marker="o", label=c,
+        ax.plot([r["total_step"] for r in rows], [r[c] for r in rows], marker="o", label=c,
                 linewidth=2.5 if c == "f1_overall" else 1)
-    ax.set_xlabel("epoch")
+    for r0, r1 in zip(rows, rows[1:]):
+        if r1["stage"] != r0["stage"]:
+            ax.axvline(r0["total_step"], color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel("optimizer steps (batch 8); dotted: next stage")
     ax.set_ylabel("validation score")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
