@@ -119,7 +119,7 @@ def test_colour_modes_are_converted(tmp_path, mode):
     rgb = np.random.default_rng(1).integers(0, 255, (16, 16, 3), np.uint8)
     path = tmp_path / ("x.jpg" if mode == "CMYK" else "x.png")
     if mode == "I;16":
-        Image.fromarray((rgb[..., 0].astype(np.uint16) * 257)).save(path)
+        Image.fromarray(rgb[..., 0].astype(np.uint16) * 257).save(path)
     else:
         Image.fromarray(rgb).convert(mode).save(path)
     out = read_image(path)

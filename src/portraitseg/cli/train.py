@@ -106,7 +106,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 def _report(cfg: DictConfig, trainer: L.Trainer, metrics: dict[str, float], best: str) -> None:
     out = cfg.paths.output_dir
-    shown = {k: v for k, v in metrics.items() if k.startswith(("val/f1_overall", "val/miou", "test/f1_overall"))}
+    headline = ("val/f1_overall", "val/miou", "test/f1_overall", "best/")
+    shown = {k: v for k, v in metrics.items() if k.startswith(headline)}
     log.info("metrics: %s", ", ".join(f"{k}={v:.4f}" for k, v in sorted(shown.items())))
     log.info("run directory: %s", out)
     if best:
