@@ -21,13 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"portraitseg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in SUBCOMMANDS:
-        try:
-            module = importlib.import_module(f"portraitseg.cli.{name}")
-        except ModuleNotFoundError as err:
-            if err.name != f"portraitseg.cli.{name}":
-                raise
-            continue
-        module.add_parser(sub)
+        importlib.import_module(f"portraitseg.cli.{name}").add_parser(sub)
     return parser
 
 
