@@ -1,4 +1,4 @@
-"""``portraitseg``: the user-facing command (``portraitseg render``, ``portraitseg export``...).
+"""portraitseg: DSLR-style portraits from photos, and model export (see the subcommands).
 
 Each subcommand lives in its own module exposing ``add_parser(subparsers)``, which registers
 its arguments and sets ``func(args) -> int`` (the exit code).
