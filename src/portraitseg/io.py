@@ -6,6 +6,7 @@ orientation, colour modes, bit depth and size limits are handled once.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 from pathlib import Path
@@ -19,6 +20,15 @@ DEFAULT_MAX_PIXELS = 100_000_000
 # We enforce our own limit (with a clear message) before decoding; PIL's own check would raise
 # a DecompressionBombError with a less helpful text, or only warn.
 Image.MAX_IMAGE_PIXELS = None
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks (archives and checkpoints can be large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 class InputError(ValueError):

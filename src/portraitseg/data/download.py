@@ -16,7 +16,6 @@ error says what to download, from where, and where to put it.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import http.client
 import os
 import posixpath
@@ -32,6 +31,8 @@ import urllib.parse
 import urllib.request
 import zipfile
 from pathlib import Path
+
+from portraitseg.io import sha256_file
 
 CHUNK = 1 << 20
 DOWNLOAD_DIR = ".download"
@@ -76,15 +77,6 @@ def _human(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} GB"
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _check_sha256(value: str | None) -> str | None:
@@ -392,7 +384,7 @@ def _download(source: str, dest: Path, expected: str | None, force: bool, timeou
             raise FileNotFoundError(f"{archive}: no such file, and not an http(s):// URL.\n"
                                     f"{where_to_get_helen(dest)}")
 
-    digest = sha256_of(archive)
+    digest = sha256_file(archive)
     if expected is not None and digest != expected:
         if downloaded:
             archive.unlink(missing_ok=True)

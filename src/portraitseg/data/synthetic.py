@@ -45,6 +45,7 @@ import numpy as np
 from PIL import Image
 
 from portraitseg.classes import CLASS_NAMES, NUM_CLASSES
+from portraitseg.io import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -624,10 +625,6 @@ def _write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def read_manifest(root: str | os.PathLike) -> dict | None:
     """The generator manifest of ``root``, or ``None`` if there is none (or it is unreadable)."""
     path = Path(root) / MANIFEST_NAME
@@ -653,7 +650,7 @@ def verify(root: str | os.PathLike) -> list[str]:
         path = root / rel
         if not path.is_file():
             problems.append(f"{path}: missing")
-        elif _sha256(path) != digest:
+        elif sha256_file(path) != digest:
             problems.append(f"{path}: content differs from the manifest (sha256 mismatch)")
     return problems
 

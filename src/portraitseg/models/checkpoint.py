@@ -17,7 +17,6 @@ arbitrary pickled objects. The network is rebuilt from the stored model config b
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import pickle
@@ -34,7 +33,7 @@ import torch
 
 from portraitseg import __version__
 from portraitseg.classes import CLASS_NAMES, NUM_CLASSES
-from portraitseg.io import InputError
+from portraitseg.io import InputError, sha256_file
 from portraitseg.models.registry import create_model
 from portraitseg.models.segmenter import Segmenter
 
@@ -289,14 +288,6 @@ def load_segmenter(path: str | os.PathLike, map_location: Any = "cpu") -> tuple[
     return build_segmenter(stored), stored.info
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def export_weights(
     ckpt_path: str | os.PathLike,
     out_path: str | os.PathLike,
@@ -331,7 +322,7 @@ def export_weights(
         "source": {
             **info["source"],
             "file": ckpt_path.name,
-            "sha256": _sha256(ckpt_path),
+            "sha256": sha256_file(ckpt_path),
             "epoch": info["epoch"],
             "global_step": info["global_step"],
             "portraitseg_version": __version__,
