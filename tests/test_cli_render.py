@@ -494,8 +494,15 @@ def test_missing_model_says_what_to_pass(tmp_path, monkeypatch, capsys):
         (["--ckpt", "{tmp}/p.png"], "not a PyTorch file"),
         (["--keep", "hair,beard"], "unknown class 'beard'"),
         (["--render", "fisheye"], "invalid choice"),
-        (["--quality", "0"], "--quality 0"),
-        (["--strength", "-1"], "strength=-1.0 must be >= 0"),
+        (["--quality", "0"], "argument --quality: 0 is out of range: must be 1..100"),
+        (["--strength", "-1"], "argument --strength: -1 is out of range: must be in [0, 1]"),
+        (["--strength", "inf"], "argument --strength: 'inf' is not a finite number"),
+        (["--falloff", "nan"], "argument --falloff: 'nan' is not a finite number"),
+        (["--highlights", "inf"], "argument --highlights: 'inf' is not a finite number"),
+        (["--feather", "2"], "argument --feather: 2 is out of range"),
+        (["--model-size", "0"], "argument --model-size: 0 is out of range: must be 32..4096"),
+        (["--model-size", "-64"], "argument --model-size: -64 is out of range"),
+        (["--max-pixels", "0"], "argument --max-pixels: 0 is out of range: must be >= 1"),
     ],
 )
 def test_usage_errors_exit_2(tmp_path, models, capsys, argv, message):

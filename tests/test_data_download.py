@@ -322,7 +322,7 @@ def test_command_line(archive, tmp_path, capsys):
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "helenstar layout" in out and f"data.root={dest}" in out
-    assert args.func(args) == 1  # second time: dest exists
+    assert args.func(args) == 2  # second time: dest exists (a usage error)
     assert "--force" in capsys.readouterr().err
     args = _parser().parse_args(["download", "helen", "--url", str(archive), "--dest", str(dest), "--force"])
     assert args.func(args) == 0

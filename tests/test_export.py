@@ -125,7 +125,7 @@ def test_cli_export_from_checkpoint(checkpoint, segmenter, tmp_path, capsys):
 def test_cli_export_reports_bad_checkpoint(tmp_path, capsys):
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(b"not a checkpoint")
-    assert cli_main(["export", "--ckpt", str(bad), "--onnx", str(tmp_path / "m.onnx")]) == 1
+    assert cli_main(["export", "--ckpt", str(bad), "--onnx", str(tmp_path / "m.onnx")]) == 2
     assert "error:" in capsys.readouterr().err and not (tmp_path / "m.onnx").exists()
 
 

@@ -6,10 +6,14 @@ horizontal flip of an image must swap left/right brows (2<->3) and eyes (4<->5) 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # not imported at run time: the CLIs read the class list without PyTorch
+    import torch
 
 CLASS_NAMES: tuple[str, ...] = (
     "background",
@@ -101,7 +105,8 @@ def class_ids(spec: str | Iterable[str | int] | None) -> tuple[int, ...]:
 
 def flip_label(label: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
     """Mirror a label map ``(..., H, W)`` horizontally and swap left/right classes."""
-    if isinstance(label, torch.Tensor):
+    torch = sys.modules.get("torch")  # a tensor exists only if torch was imported
+    if torch is not None and isinstance(label, torch.Tensor):
         lut = torch.tensor(FLIP_PERMUTATION, dtype=label.dtype, device=label.device)
         return lut[label.flip(-1).long()]
     lut = np.asarray(FLIP_PERMUTATION, dtype=label.dtype)

@@ -16,6 +16,17 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 #: Default decode limit: 12 MP photos and far beyond, but not a decompression bomb.
 DEFAULT_MAX_PIXELS = 100_000_000
+#: Output formats :func:`write_image` writes, by suffix (Pillow format names).
+WRITE_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".bmp": "BMP",
+                 ".tif": "TIFF", ".tiff": "TIFF"}
+#: Image file suffixes taken as photos wherever files are listed (dataset layouts, folders given to
+#: ``portraitseg render``): the written formats plus GIF and the Netpbm family, which
+#: :func:`read_image` decodes too.
+IMAGE_SUFFIXES = (*WRITE_FORMATS, ".gif", ".ppm", ".pgm", ".pbm", ".pnm")
+
+
+class MultiFrameWarning(UserWarning):
+    """An animated GIF, multi-page TIFF (or other multi-frame file) was read: only frame 1 is used."""
 
 # We enforce our own limit (with a clear message) before decoding; PIL's own check would raise
 # a DecompressionBombError with a less helpful text, or only warn.
@@ -33,6 +44,37 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 class InputError(ValueError):
     """A user-supplied file cannot be used; the message names the file and the reason."""
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name the same file: equal once resolved (symlinks, ``..``), or the same
+    inode (hard links); a path that does not exist is only compared by its resolved name."""
+    a, b = Path(a), Path(b)
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_output_not_input(out: str | os.PathLike, option: str, inputs: dict[str, str | os.PathLike]) -> None:
+    """Refuse an output path that is (or resolves to) one of the command's input files.
+
+    Args:
+        out: the file the command is about to write.
+        option: its option name, for the message (``--out``).
+        inputs: ``{option name: path}`` of the files the command reads.
+
+    Raises:
+        InputError: naming both options, before anything is written.
+    """
+    for name, path in inputs.items():
+        if path is not None and same_file(out, path):
+            raise InputError(
+                f"{option} {out} is the same file as {name} {path}: writing it would destroy the "
+                f"input; choose another {option} path"
+            )
 
 
 def _open(path: str | os.PathLike, max_pixels: int | None) -> Image.Image:
@@ -84,6 +126,10 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
     Raises :class:`InputError` naming the file for anything unusable.
     """
     img = _open(path, max_pixels)
+    frames = getattr(img, "n_frames", 1)
+    if frames > 1 and img.format != "MPO":  # MPO: phone JPEGs carrying a preview or depth frame
+        warnings.warn(f"{path}: has {frames} frames (an animated or multi-page image); only the first "
+                      "is used", MultiFrameWarning, stacklevel=2)
     try:
         img = ImageOps.exif_transpose(img)
     except Exception:  # noqa: BLE001 - a broken EXIF block must not lose the image
@@ -121,15 +167,19 @@ def read_label(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
 def write_image(path: str | os.PathLike, rgb: np.ndarray, quality: int = 95) -> None:
     """Write RGB ``(H, W, 3)`` uint8 to ``path``; the format follows the suffix.
 
-    Written to a temporary name first and renamed, so a crash never leaves half a file.
+    Written to a temporary name first (``.<name>.<pid>.tmp``, so concurrent writers never share
+    one) and renamed, so a crash never leaves half a file.
     """
     path = Path(path)
     suffix = path.suffix.lower()
-    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".bmp": "BMP",
-           ".tif": "TIFF", ".tiff": "TIFF"}.get(suffix)
+    fmt = WRITE_FORMATS.get(suffix)
     if fmt is None:
         raise InputError(f"{path}: unsupported output format {suffix!r}")
     kwargs = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(rgb).save(tmp, format=fmt, **kwargs)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        Image.fromarray(rgb).save(tmp, format=fmt, **kwargs)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

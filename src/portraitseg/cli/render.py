@@ -17,29 +17,39 @@ the others are still rendered), 2 usage errors (no input matched, unknown class,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import os
 import re
 import sys
 import textwrap
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from portraitseg.classes import CLASS_NAMES, F1_GROUPS, NUM_CLASSES, class_ids, flip_logits
-from portraitseg.io import InputError, read_image, write_image
-from portraitseg.models.checkpoint import DEFAULT_MODEL, default_model_path, load_segmenter
+from portraitseg.cli.args import float_in, int_in
+from portraitseg.io import (
+    IMAGE_SUFFIXES,
+    WRITE_FORMATS,
+    InputError,
+    MultiFrameWarning,
+    read_image,
+    write_image,
+)
 
-#: File suffixes picked up from folders (explicit files and glob matches are tried whatever
-#: their suffix, so a misnamed file gets a clear per-file error instead of being skipped), and
-#: the formats outputs are written in; other readable inputs (e.g. .gif) give a .png.
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+if TYPE_CHECKING:  # PyTorch is imported when a model is loaded, not for --help or usage errors
+    import torch
+
+#: File suffixes picked up from folders are :data:`portraitseg.io.IMAGE_SUFFIXES` (explicit files
+#: and glob matches are tried whatever their suffix, so a misnamed file gets a clear per-file
+#: error instead of being skipped); outputs keep the input's format when it is one of
+#: :data:`portraitseg.io.WRITE_FORMATS`, other inputs (e.g. .gif) give a .png.
 #: Default decode limit of the CLI: 50 MP covers 48 MP phone and 45 MP DSLR photos while keeping
 #: the render's memory (about 200 bytes per pixel on CPU) bounded; raise it with --max-pixels.
 DEFAULT_MAX_PIXELS = 50_000_000
@@ -54,6 +64,55 @@ _OUTPUT_NAME = re.compile(rf"({re.escape(PORTRAIT_TAG)}|{re.escape(STAGES_TAG)})
 
 class UsageError(ValueError):
     """The command line cannot be run as given (exit status 2)."""
+
+
+#: Allowed ranges of the numeric render options, checked once before any photo is read, for the
+#: command-line overrides (by argparse) and for every value of the composed preset alike; the
+#: renderer's own checks (e.g. ``highlight_threshold < 1``) still apply on top.
+RENDER_LIMITS: dict[str, tuple[float, float]] = {
+    "strength": (0.0, 1.0),  # fraction of the short side
+    "sigma": (0.0, 10_000.0),  # pixels (null: use strength)
+    "falloff": (0.0, 10.0),  # fraction of the short side
+    "falloff_levels": (2, 32),
+    "feather": (0.0, 1.0),
+    "refine": (0.0, 1.0),
+    "refine_eps": (1e-12, 1.0),
+    "highlights": (0.0, 100.0),
+    "highlight_threshold": (0.0, 1.0),
+}
+#: integer options of the preset (and of its ``person`` block)
+_INTEGER_OPTIONS = ("falloff_levels", "work_size", "iterations")
+#: --model-size range: at least one network stride, at most a size a CPU still segments
+MODEL_SIZE_RANGE = (32, 4096)
+
+
+def check_render_options(node: Any, where: str) -> None:
+    """Every number of a composed render preset finite and in :data:`RENDER_LIMITS` (the nested
+    ``person`` options: finite; their ranges are the renderer's).
+
+    Raises:
+        UsageError: naming ``where`` (the preset file) and the key.
+    """
+    import math
+
+    def check(key: str, value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return
+        name = key.rsplit(".", 1)[-1]
+        if not math.isfinite(value):
+            raise UsageError(f"{where}: {key}={value!r} is not a finite number")
+        if name in _INTEGER_OPTIONS and int(value) != value:
+            raise UsageError(f"{where}: {key}={value!r} must be an integer")
+        lo, hi = RENDER_LIMITS.get(key, (-math.inf, math.inf))
+        if not lo <= value <= hi:
+            raise UsageError(f"{where}: {key}={value!r} is out of range: must be in [{lo:g}, {hi:g}]")
+
+    for key, value in node.items():
+        if hasattr(value, "items"):
+            for sub, inner in value.items():
+                check(f"{key}.{sub}", inner)
+        else:
+            check(str(key), value)
 
 
 def _conf_dir() -> Path:
@@ -147,7 +206,7 @@ def expand_inputs(
 
 
 def _output_suffix(path: Path) -> str:
-    return path.suffix if path.suffix.lower() in IMAGE_SUFFIXES else ".png"
+    return path.suffix if path.suffix.lower() in WRITE_FORMATS else ".png"
 
 
 class OutputNamer:
@@ -156,18 +215,25 @@ class OutputNamer:
     ``<stem>_portrait<ext>`` (and ``<stem>_stages.jpg``); if taken, ``<stem>_portrait_1<ext>``,
     ``_2``... (the portrait and its stages figure share the number). A file written earlier in
     the same run is never replaced, even with ``overwrite``.
+
+    A new name is reserved on disk the moment it is chosen: an empty placeholder created with
+    ``O_CREAT | O_EXCL``, which exactly one process can win, so two runs writing into one folder
+    at once never pick the same name. The render then replaces the placeholder atomically
+    (:func:`portraitseg.io.write_image`); :meth:`release` removes the placeholders of outputs
+    that were not written.
     """
 
     def __init__(self, inputs: Iterable[Path], overwrite: bool) -> None:
         self.protected = {p.resolve() for p in inputs}
         self.claimed: set[Path] = set()
         self.overwrite = overwrite
+        self.placeholders: set[Path] = set()
 
     def _free(self, path: Path) -> bool:
         key = path.resolve()
         if key in self.protected or key in self.claimed:
             return False
-        if path.exists():
+        if os.path.lexists(path):
             if not self.overwrite or not path.is_file():
                 return False
             try:  # a hard link or symlink to an input is the input
@@ -177,6 +243,25 @@ class OutputNamer:
                 return False
         return True
 
+    def _reserve(self, path: Path) -> bool:
+        """Claim ``path`` on disk: an existing file (``overwrite`` only, checked by :meth:`_free`)
+        is taken as is; a new one is created empty, exclusively (False if another process won)."""
+        if os.path.lexists(path):
+            return True
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            return False
+        self.placeholders.add(path)
+        return True
+
+    def _unreserve(self, path: Path) -> None:
+        if path in self.placeholders:
+            self.placeholders.discard(path)
+            with contextlib.suppress(OSError):
+                if path.stat().st_size == 0:
+                    path.unlink()
+
     def __call__(self, src: Path, folder: Path, stages: bool) -> tuple[Path, Path | None]:
         ext = _output_suffix(src)
         n = 0
@@ -184,12 +269,25 @@ class OutputNamer:
             num = f"_{n}" if n else ""
             portrait = folder / f"{src.stem}{PORTRAIT_TAG}{num}{ext}"
             figure = folder / f"{src.stem}{STAGES_TAG}{num}.jpg" if stages else None
-            if self._free(portrait) and (figure is None or self._free(figure)):
-                self.claimed.add(portrait.resolve())
-                if figure is not None:
-                    self.claimed.add(figure.resolve())
-                return portrait, figure
+            if self._free(portrait) and (figure is None or self._free(figure)) and self._reserve(portrait):
+                if figure is None or self._reserve(figure):
+                    self.claimed.add(portrait.resolve())
+                    if figure is not None:
+                        self.claimed.add(figure.resolve())
+                    return portrait, figure
+                self._unreserve(portrait)
             n += 1
+
+    def written(self, *paths: Path | None) -> None:
+        """Mark outputs as written: their placeholders are no longer ours to remove."""
+        for path in paths:
+            self.placeholders.discard(path)
+
+    def release(self, *paths: Path | None) -> None:
+        """Remove the placeholders of ``paths`` (all of them if none are given) still empty."""
+        for path in list(paths or self.placeholders):
+            if path is not None:
+                self._unreserve(path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -240,7 +338,23 @@ def _newest_checkpoint() -> Path | None:
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
+def load_segmenter(path: str | os.PathLike, map_location: Any = "cpu") -> tuple[torch.nn.Module, dict]:
+    """:func:`portraitseg.models.checkpoint.load_segmenter`, imported on first use (PyTorch)."""
+    from portraitseg.models.checkpoint import load_segmenter as load
+
+    return load(path, map_location=map_location)
+
+
+def default_model_path() -> Path | None:
+    """:func:`portraitseg.models.checkpoint.default_model_path`, imported on first use."""
+    from portraitseg.models.checkpoint import default_model_path as find
+
+    return find()
+
+
 def missing_model_message() -> str:
+    from portraitseg.models.checkpoint import DEFAULT_MODEL
+
     newest = _newest_checkpoint()
     hint = (f" (the newest here is {newest.relative_to(Path.cwd())})" if newest else
             "; train one first, e.g. `python train.py experiment=demo` (a few minutes on CPU)")
@@ -296,6 +410,7 @@ def render_config(preset: str, overrides: dict[str, Any]) -> Any:
         for key, value in overrides.items():
             if value is not None or key == "sigma":
                 node[key] = value
+    check_render_options(node, f"--render {preset} (conf/render/{preset}.yaml)")
     return node
 
 
@@ -345,6 +460,8 @@ def parse_keep(spec: str | None, model: Model) -> tuple[int, ...] | None:
 
 
 def pick_device(name: str) -> torch.device:
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -376,6 +493,8 @@ def letterbox(rgb: np.ndarray, size: int) -> tuple[np.ndarray, tuple[int, int]]:
 def segment(model: Model, rgb: np.ndarray, tta: bool = False) -> torch.Tensor:
     """Class probabilities ``(1, K, h, w)`` of a photo ``(H, W, 3)`` uint8 at model resolution
     (``h, w``: the photo's size scaled so its long side is ``model.size``; letterbox cropped)."""
+    import torch
+
     device = next(model.net.parameters()).device
     square, (h, w) = letterbox(rgb, model.size)
     x = torch.from_numpy(square).to(device).permute(2, 0, 1)[None].float().div_(255)
@@ -479,13 +598,27 @@ def _to_uint8(x: torch.Tensor) -> np.ndarray:
     return x[0].clamp(0, 1).mul(255).add_(0.5).byte().permute(1, 2, 0).cpu().numpy()
 
 
-@torch.inference_mode()
 def render_file(job: Job, src: Path, out: Path, figure: Path | None) -> list[str]:
-    """Render one photo into ``out`` (and the stages figure into ``figure``); returns warnings."""
-    rgb = read_image(src, max_pixels=job.max_pixels)
+    """Render one photo into ``out`` (and the stages figure into ``figure``); returns warnings
+    (e.g. that only the first frame of an animated GIF or multi-page TIFF was rendered)."""
+    import torch
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", MultiFrameWarning)
+        rgb = read_image(src, max_pixels=job.max_pixels)
+    notes = [str(w.message).removeprefix(f"{src}: ")
+             for w in caught if issubclass(w.category, MultiFrameWarning)]
+    with torch.inference_mode():
+        return notes + _render(job, rgb, out, figure)
+
+
+def _render(job: Job, rgb: np.ndarray, out: Path, figure: Path | None) -> list[str]:
+    import torch
+    import torch.nn.functional as F
+
     probs = segment(job.model, rgb, job.tta)
     image = torch.from_numpy(rgb).to(job.device).permute(2, 0, 1)[None].float().div_(255)
-    alpha, warnings = subject_alpha_for(job, image, probs)
+    alpha, notes = subject_alpha_for(job, image, probs)
     if alpha is None:
         portrait, used = job.renderer(image, probs=probs)
     else:
@@ -499,10 +632,12 @@ def render_file(job: Job, src: Path, out: Path, figure: Path | None) -> list[str
         label = label.byte().cpu().numpy()
         fig = stages_figure(rgb, label, used[0, 0].float().cpu().numpy(), result)
         write_image(figure, fig, quality=job.quality)
-    return warnings
+    return notes
 
 
 def _error_text(err: BaseException) -> str:
+    import torch
+
     if isinstance(err, InputError):
         return str(err)
     if isinstance(err, (MemoryError, torch.cuda.OutOfMemoryError)) or "can't allocate memory" in str(err):
@@ -542,11 +677,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def build_job(args: argparse.Namespace) -> Job:
-    """Load the model(s) and the render preset of a command line; :class:`UsageError` if unusable."""
-    if not 1 <= args.quality <= 100:
-        raise UsageError(f"--quality {args.quality}: must be 1..100")
-    if args.max_pixels < 1:
-        raise UsageError(f"--max-pixels {args.max_pixels}: must be positive")
+    """Load the model(s) and the render preset of a command line; :class:`UsageError` if unusable.
+
+    The numeric options were range-checked by the parser (:func:`add_parser`)."""
     device = pick_device(args.device)
     model = load_model(args.ckpt, device, args.model_size)
     person = load_model(args.person_ckpt, device, None) if args.person_ckpt else None
@@ -614,14 +747,16 @@ def _run(args: argparse.Namespace) -> int:
                 folder = outdir / rel
                 folder.mkdir(parents=True, exist_ok=True)
                 out, figure = namer(src, folder, args.stages)
-                warnings = render_file(job, src, out, figure)
+                notes = render_file(job, src, out, figure)
+                namer.written(out, figure)
             except Exception as err:  # noqa: BLE001 - one bad file must not stop the others
+                namer.release()
                 failed += 1
                 # InputError messages start with the file name already
                 where = "" if isinstance(err, InputError) else f"{src}: "
                 _say(f"error: {where}{_error_text(err)}", file=sys.stderr)
             else:
-                for warning in warnings:
+                for warning in notes:
                     _say(f"warning: {src}: {warning}", file=sys.stderr)
                 if not args.quiet:
                     extra = f" + {figure}" if figure is not None else ""
@@ -629,6 +764,7 @@ def _run(args: argparse.Namespace) -> int:
             if progress:
                 progress.advance(task)
     finally:
+        namer.release()  # an interrupted run leaves no empty placeholder behind
         if progress:
             progress.stop()
     total = len(items) + len(missing)
@@ -700,29 +836,31 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--person-ckpt", metavar="PATH",
                         help="2-class person segmenter; subject = its person mask + the kept face classes")
     group = parser.add_argument_group("render overrides (on top of the preset)")
-    group.add_argument("--strength", type=float, metavar="X",
+    group.add_argument("--strength", type=float_in(*RENDER_LIMITS["strength"]), metavar="X",
                        help="background blur sigma, fraction of the short side")
-    group.add_argument("--falloff", type=float, metavar="X",
+    group.add_argument("--falloff", type=float_in(*RENDER_LIMITS["falloff"]), metavar="X",
                        help="distance over which the blur grows from the subject, fraction of the short side "
                             "(0: uniform)")
-    group.add_argument("--feather", type=float, metavar="X",
+    group.add_argument("--feather", type=float_in(*RENDER_LIMITS["feather"]), metavar="X",
                        help="alpha softening, fraction of the short side")
-    group.add_argument("--highlights", type=float, metavar="X", help="bokeh highlight gain (0: off)")
+    group.add_argument("--highlights", type=float_in(*RENDER_LIMITS["highlights"]), metavar="X",
+                       help="bokeh highlight gain (0: off)")
     run_group = parser.add_argument_group("processing")
     run_group.add_argument("--stages", action="store_true",
                            help="also write <stem>_stages.jpg: input | segmentation | foreground | portrait")
     run_group.add_argument("--recursive", action="store_true", help="descend into sub-folders")
     run_group.add_argument("--overwrite", action="store_true",
                            help="replace existing outputs (inputs are never replaced)")
-    run_group.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality 1-100 (default: 95)")
-    run_group.add_argument("--model-size", type=int, metavar="PX",
+    run_group.add_argument("--quality", type=int_in(1, 100), default=95,
+                           help="JPEG/WebP quality 1-100 (default: 95)")
+    run_group.add_argument("--model-size", type=int_in(*MODEL_SIZE_RANGE), metavar="PX",
                            help=f"segment at this long side (default: the checkpoint's training size, "
                                 f"else {DEFAULT_MODEL_SIZE})")
     run_group.add_argument("--tta", action="store_true",
                            help="average with the mirrored image's segmentation")
     run_group.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                            help="auto: cuda if available (default)")
-    run_group.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+    run_group.add_argument("--max-pixels", type=int_in(1), default=DEFAULT_MAX_PIXELS, metavar="N",
                            help=f"refuse larger photos (default: {DEFAULT_MAX_PIXELS:,})")
     run_group.add_argument("-q", "--quiet", action="store_true", help="print errors and warnings only")
     parser.set_defaults(func=run)

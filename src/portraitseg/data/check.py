@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,9 +14,10 @@ from rich.console import Console
 from rich.table import Table
 
 from portraitseg.classes import CLASS_NAMES, NUM_CLASSES
+from portraitseg.cli.args import int_in
 from portraitseg.data.dataset import load_sample
-from portraitseg.data.layouts import LAYOUTS, detect_layout, discover
-from portraitseg.io import DEFAULT_MAX_PIXELS, InputError
+from portraitseg.data.layouts import LAYOUTS, DatasetNotFoundError, detect_layout, discover
+from portraitseg.io import DEFAULT_MAX_PIXELS, InputError, MultiFrameWarning
 
 
 @dataclass
@@ -38,11 +41,16 @@ def check_dataset(
     root: str | os.PathLike, layout: str = "auto", max_pixels: int | None = DEFAULT_MAX_PIXELS
 ) -> CheckReport:
     """Decode every sample of every split and collect statistics and problems (never raises
-    for a bad sample: each becomes a problem line naming the file)."""
+    for a bad sample or listing: each missing file, malformed list line, name clash or unreadable
+    sample becomes a problem line naming the file).
+
+    Raises:
+        DatasetNotFoundError: no dataset of a known layout at ``root`` (nothing to check).
+    """
     root = Path(root)
     layout = detect_layout(root) if layout == "auto" else layout
     report = CheckReport(root, layout)
-    splits = discover(root, layout)
+    splits = discover(root, layout, problems=report.problems)
     sizes: list[tuple[int, int]] = []
     for split, samples in splits.items():
         report.counts[split] = len(samples)
@@ -50,10 +58,13 @@ def check_dataset(
             report.problems.append(f"split {split!r} is empty")
         for sample in samples:
             try:
-                image, label = load_sample(sample, max_pixels)
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always", MultiFrameWarning)
+                    image, label = load_sample(sample, max_pixels)
             except InputError as err:
                 report.problems.append(str(err))
                 continue
+            report.problems += [str(w.message) for w in caught if issubclass(w.category, MultiFrameWarning)]
             sizes.append(image.shape[:2])
             report.class_pixels += np.bincount(label.ravel(), minlength=NUM_CLASSES)[:NUM_CLASSES]
     if sizes:
@@ -86,14 +97,21 @@ def print_report(report: CheckReport, console: Console | None = None) -> None:
 
 
 def add_check_parser(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("check", help="check a dataset: counts, class histogram, problems")
+    parser = sub.add_parser(
+        "check", help="check a dataset: counts, class histogram, problems",
+        description="Decode every sample and list every problem by file name. Exit status: 0 no "
+                    "problems, 1 problems found (all listed), 2 no dataset at ROOT.")
     parser.add_argument("root", type=Path)
     parser.add_argument("--layout", default="auto", choices=("auto", *LAYOUTS))
-    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS)
+    parser.add_argument("--max-pixels", type=int_in(1), default=DEFAULT_MAX_PIXELS)
     parser.set_defaults(func=run_check)
 
 
 def run_check(args: argparse.Namespace) -> int:
-    report = check_dataset(args.root, args.layout, args.max_pixels)
+    try:
+        report = check_dataset(args.root, args.layout, args.max_pixels)
+    except DatasetNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print_report(report)
     return 0 if report.ok else 1

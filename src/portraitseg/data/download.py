@@ -56,6 +56,10 @@ class UnsafeArchiveError(DownloadError):
     """The archive has a member that would land outside the destination (or is a device)."""
 
 
+class DestinationError(ValueError):
+    """``--dest`` cannot be used as given (a usage error: nothing was written or deleted)."""
+
+
 def where_to_get_helen(dest: str | os.PathLike) -> str:
     """Instructions for getting Helen by hand, for messages shown when a download fails."""
     return (
@@ -346,6 +350,12 @@ def download(url_or_path: str | os.PathLike, dest: str | os.PathLike, sha256: st
     source = os.fspath(url_or_path)
     if dest.exists() and not dest.is_dir():
         raise FileExistsError(f"{dest} exists and is not a directory; choose another --dest")
+    local = _local_path(source)
+    if local is not None and dest.resolve() in local.resolve().parents:
+        raise DestinationError(
+            f"--url {local} lies inside --dest {dest}, whose contents the dataset replaces (with "
+            f"--force they would be deleted, the archive with them); move the archive out of {dest} "
+            "or choose another --dest")
     if _is_nonempty_dataset(dest) and not force:
         raise FileExistsError(f"{dest} already exists and is not empty; pass --force "
                               "(force=True) to replace its contents, or choose another --dest")
@@ -361,12 +371,18 @@ def download(url_or_path: str | os.PathLike, dest: str | os.PathLike, sha256: st
             dest.rmdir()
 
 
+def _local_path(source: str) -> Path | None:
+    """The archive path of a local ``source`` (a path or ``file://`` URL); None for http(s)."""
+    if source.lower().startswith("file://"):
+        return Path(urllib.request.url2pathname(urllib.parse.urlsplit(source).path))
+    return None if _is_url(source) else Path(source)
+
+
 def _download(source: str, dest: Path, expected: str | None, force: bool, timeout: float,
               progress: bool) -> Path:
     downloaded = False
-    if source.lower().startswith("file://"):
-        source = urllib.request.url2pathname(urllib.parse.urlsplit(source).path)
-    if _is_url(source):
+    local = _local_path(source)
+    if local is None:
         work = dest / DOWNLOAD_DIR
         work.mkdir(parents=True, exist_ok=True)
         archive = work / _archive_name(source)
@@ -379,7 +395,7 @@ def _download(source: str, dest: Path, expected: str | None, force: bool, timeou
                   f"{time.perf_counter() - t0:.1f} s)", file=sys.stderr)
         downloaded = True
     else:
-        archive = Path(source)
+        archive = local
         if not archive.is_file():
             raise FileNotFoundError(f"{archive}: no such file, and not an http(s):// URL.\n"
                                     f"{where_to_get_helen(dest)}")
@@ -431,7 +447,10 @@ def run_download(args: argparse.Namespace) -> int:
     try:
         download(args.url or spec["url"], dest, sha256=args.sha256 or spec["sha256"],
                  force=args.force, timeout=args.timeout)
-    except (DownloadError, FileExistsError, FileNotFoundError, ValueError) as err:
+    except (DestinationError, FileExistsError, FileNotFoundError, ValueError) as err:  # usage
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except DownloadError as err:  # network, checksum, extraction
         print(f"error: {err}", file=sys.stderr)
         return 1
     try:

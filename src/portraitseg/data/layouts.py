@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from portraitseg.classes import NUM_CLASSES
+from portraitseg.io import IMAGE_SUFFIXES
 
 LAYOUTS = ("smith", "helenstar", "folder")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 SMITH_SPLITS = {"train": "exemplars.txt", "val": "tuning.txt", "test": "testing.txt"}
 SMITH_DIRNAME = "SmithCVPR2013_dataset_resized"
 
@@ -66,11 +66,16 @@ def detect_layout(root: str | os.PathLike) -> str:
     )
 
 
-def discover(root: str | os.PathLike, layout: str = "auto") -> dict[str, list[Sample]]:
+def discover(
+    root: str | os.PathLike, layout: str = "auto", problems: list[str] | None = None
+) -> dict[str, list[Sample]]:
     """List the samples of every split found at ``root`` (``{"train": [...], "test": [...]}``).
 
     Missing files are reported here, by name: an image without its label raises
-    :class:`FileNotFoundError`.
+    :class:`FileNotFoundError`, a malformed list line or two images sharing one mask (folder
+    layout: ``a.jpg`` and ``a.png``) :class:`ValueError`. With ``problems`` given, each such
+    problem is appended to it instead, the sample left out, and the listing goes on (for
+    ``python -m portraitseg.data check``, which reports every problem).
     """
     root = Path(root)
     if layout == "auto":
@@ -80,13 +85,25 @@ def discover(root: str | os.PathLike, layout: str = "auto") -> dict[str, list[Sa
     elif not root.is_dir():
         raise DatasetNotFoundError(f"dataset root {root.resolve()} does not exist. {GET_HELEN}")
     reader = {"smith": _smith, "helenstar": _helenstar, "folder": _folder}[layout]
-    splits = reader(root)
-    if not any(splits.values()):
+    splits = reader(root, _Problems(problems))
+    if not any(splits.values()) and not problems:  # with problems, they say why
         raise DatasetNotFoundError(f"the {layout} layout at {root.resolve()} lists no samples")
     return splits
 
 
-def _smith(root: Path) -> dict[str, list[Sample]]:
+class _Problems:
+    """Raise each problem (the default), or collect it in a list and go on."""
+
+    def __init__(self, sink: list[str] | None) -> None:
+        self.sink = sink
+
+    def __call__(self, error: Exception) -> None:
+        if self.sink is None:
+            raise error
+        self.sink.append(str(error))
+
+
+def _smith(root: Path, problem: _Problems) -> dict[str, list[Sample]]:
     if (root / SMITH_DIRNAME).is_dir():
         root = root / SMITH_DIRNAME
     splits: dict[str, list[Sample]] = {}
@@ -97,43 +114,62 @@ def _smith(root: Path) -> dict[str, list[Sample]]:
         samples = []
         for line in _lines(list_file):
             image_id = line.split(",")[-1].strip()  # "1 , 100032540_1" or a bare id
-            image = _find_image(root / "images", image_id)
+            try:
+                image = _find_image(root / "images", image_id)
+            except FileNotFoundError as err:
+                problem(err)
+                continue
             maps = tuple(
                 root / "labels" / image_id / f"{image_id}_lbl{c:02d}.png" for c in range(NUM_CLASSES)
             )
             missing = [p for p in maps if not p.is_file()]
             if missing:
-                raise FileNotFoundError(
+                problem(FileNotFoundError(
                     f"{list_file}: label maps missing for {image_id!r}, e.g. {missing[0]}"
-                )
+                ))
+                continue
             samples.append(Sample(image_id, image, maps))
         splits[split] = samples
     return splits
 
 
-def _helenstar(root: Path) -> dict[str, list[Sample]]:
+def _helenstar(root: Path, problem: _Problems) -> dict[str, list[Sample]]:
     splits: dict[str, list[Sample]] = {}
     for split in ("train", "val", "test"):
         list_file = root / f"{split}.txt"
         if list_file.is_file():
-            splits[split] = read_pair_list(list_file, root)
+            splits[split] = read_pair_list(list_file, root, problem.sink)
     return splits
 
 
-def read_pair_list(list_file: str | os.PathLike, root: str | os.PathLike) -> list[Sample]:
-    """Read ``"<image> <label>"`` lines (paths relative to ``root``) into samples."""
+def read_pair_list(
+    list_file: str | os.PathLike, root: str | os.PathLike, problems: list[str] | None = None
+) -> list[Sample]:
+    """Read ``"<image> <label>"`` lines (paths relative to ``root``) into samples.
+
+    A malformed line (:class:`ValueError`) or a missing file (:class:`FileNotFoundError`) is
+    raised, or with ``problems`` given appended to it and the line skipped.
+    """
     list_file, root = Path(list_file), Path(root)
+    problem = _Problems(problems)
     samples = []
-    for lineno, line in enumerate(_lines(list_file), 1):
+    try:
+        lines = _lines(list_file)
+    except (OSError, UnicodeDecodeError) as err:
+        problem(ValueError(f"{list_file}: cannot be read as a text list ({err})"))
+        return samples
+    for lineno, line in enumerate(lines, 1):
         parts = line.rsplit(maxsplit=1)
         if len(parts) != 2:
-            raise ValueError(f"{list_file}:{lineno}: expected '<image> <label>', got {line!r}")
+            problem(ValueError(f"{list_file}:{lineno}: expected '<image> <label>', got {line!r}"))
+            continue
         image, label = root / parts[0], root / parts[1]
         if not image.is_file():
-            raise FileNotFoundError(f"{list_file}:{lineno}: image {image} does not exist")
-        if not label.is_file():
-            raise FileNotFoundError(f"{list_file}:{lineno}: label {label} for {image.name} does not exist")
-        samples.append(Sample(image.stem, image, label))
+            problem(FileNotFoundError(f"{list_file}:{lineno}: image {image} does not exist"))
+        elif not label.is_file():
+            problem(FileNotFoundError(f"{list_file}:{lineno}: label {label} for {image.name} does not exist"))
+        else:
+            samples.append(Sample(image.stem, image, label))
     return samples
 
 
@@ -147,19 +183,27 @@ def _folder_roots(root: Path) -> dict[str, Path]:
     }
 
 
-def _folder(root: Path) -> dict[str, list[Sample]]:
+def _folder(root: Path, problem: _Problems) -> dict[str, list[Sample]]:
     splits: dict[str, list[Sample]] = {}
     for split, base in _folder_roots(root).items():
         masks = {p.stem: p for p in (base / "masks").iterdir() if p.suffix.lower() == ".png"}
-        samples = []
+        by_stem: dict[str, list[Path]] = {}
         for image in sorted((base / "images").iterdir()):
-            if image.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            if image.stem not in masks:
-                raise FileNotFoundError(
-                    f"image {image} has no mask: expected {base / 'masks' / (image.stem + '.png')}"
-                )
-            samples.append(Sample(image.stem, image, masks[image.stem]))
+            if image.suffix.lower() in IMAGE_SUFFIXES:
+                by_stem.setdefault(image.stem, []).append(image)
+        samples = []
+        for stem, images in by_stem.items():
+            if len(images) > 1:
+                problem(ValueError(
+                    f"images {', '.join(str(p) for p in images)} share the name {stem!r} and so the one "
+                    f"mask {base / 'masks' / (stem + '.png')}: rename or remove all but one"
+                ))
+            elif stem not in masks:
+                problem(FileNotFoundError(
+                    f"image {images[0]} has no mask: expected {base / 'masks' / (stem + '.png')}"
+                ))
+            else:
+                samples.append(Sample(stem, images[0], masks[stem]))
         splits[split] = samples
     return splits
 

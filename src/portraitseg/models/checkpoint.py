@@ -33,7 +33,7 @@ import torch
 
 from portraitseg import __version__
 from portraitseg.classes import CLASS_NAMES, NUM_CLASSES
-from portraitseg.io import InputError, sha256_file
+from portraitseg.io import InputError, check_output_not_input, sha256_file
 from portraitseg.models.registry import create_model
 from portraitseg.models.segmenter import Segmenter
 
@@ -303,6 +303,7 @@ def export_weights(
     It loads with :func:`load_segmenter` (cast back to fp32). Written atomically.
     """
     ckpt_path, out_path = Path(ckpt_path), Path(out_path)
+    check_output_not_input(out_path, "out_path", {"ckpt_path": ckpt_path})
     if not dtype.is_floating_point:
         raise ValueError(f"dtype must be a floating type, got {dtype}")
     stored = read_model_file(ckpt_path)
@@ -330,9 +331,13 @@ def export_weights(
         },
     }
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, out_path)
+    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, out_path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return out_path
 
 
@@ -390,6 +395,22 @@ def model_card(info: Mapping[str, Any], weights_path: str | os.PathLike) -> str:
     return "\n".join(lines)
 
 
+def _read_metrics(path: Path) -> dict[str, float]:
+    """The ``scores`` of an eval.py ``metrics.json``; ValueError naming the file otherwise."""
+    try:
+        scores = json.loads(path.read_text(encoding="utf-8"))["scores"]
+    except FileNotFoundError:
+        raise ValueError(f"--metrics {path}: no such file") from None
+    except (ValueError, UnicodeDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"--metrics {path}: not a metrics.json of eval.py (a JSON object with "
+                         f"'scores'): {type(err).__name__}: {err}") from None
+    if not isinstance(scores, Mapping) or not all(
+        v is None or isinstance(v, (int, float)) for v in scores.values()
+    ):
+        raise ValueError(f"--metrics {path}: 'scores' must map metric names to numbers")
+    return dict(scores)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m portraitseg.models.checkpoint --ckpt X.ckpt --out model.pt [--card MODEL_CARD.md]``."""
     parser = argparse.ArgumentParser(
@@ -406,17 +427,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     metrics = None
     try:
+        check_output_not_input(args.out, "--out", {"--ckpt": args.ckpt, "--metrics": args.metrics})
+        if args.card:
+            check_output_not_input(args.card, "--card", {"--ckpt": args.ckpt, "--metrics": args.metrics,
+                                                         "--out": args.out})
         if args.metrics:
-            metrics = json.loads(args.metrics.read_text())["scores"]
+            metrics = _read_metrics(args.metrics)
         out = export_weights(args.ckpt, args.out, getattr(torch, args.dtype), metrics)
         _, info = load_segmenter(out)
-    except (FileNotFoundError, CheckpointError, KeyError, ValueError) as err:
+        print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+        if args.card:
+            args.card.write_text(model_card(info, out))
+            print(f"wrote {args.card}")
+    except (FileNotFoundError, InputError, KeyError, ValueError) as err:  # CheckpointError: InputError
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
-    if args.card:
-        args.card.write_text(model_card(info, out))
-        print(f"wrote {args.card}")
+    except OSError as err:
+        print(f"error: {err.filename or args.out}: {err.strerror or err}", file=sys.stderr)
+        return 2
     return 0
 
 

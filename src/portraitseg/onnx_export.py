@@ -1,0 +1,137 @@
+"""ONNX export of a trained :class:`~portraitseg.models.segmenter.Segmenter` (the engine of
+``portraitseg export``; see :mod:`portraitseg.cli.export` for the graph's contract)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from portraitseg.cli.export import (
+    DEFAULT_OPSET,
+    DEFAULT_TRACE_SIZE,
+    INPUT_NAME,
+    MISSING_ONNX,
+    OPSET_RANGE,
+    OUTPUT_NAME,
+)
+from portraitseg.models.segmenter import Segmenter
+
+
+class OnnxSegmenter(nn.Module):
+    """The :class:`Segmenter` forward written so that tracing keeps every size symbolic.
+
+    ``Segmenter.forward`` skips the pad with a Python ``if`` and chooses reflect or replicate
+    padding from the input size; traced at one size, those choices would be frozen into the
+    graph. Here the (possibly zero) reflect pad is always applied, which is identical for every
+    ``H, W >= stride``.
+    """
+
+    def __init__(self, segmenter: Segmenter) -> None:
+        super().__init__()
+        self.segmenter = segmenter
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        seg = self.segmenter
+        h, w = image.shape[-2], image.shape[-1]
+        x = (image - seg.mean) / seg.std
+        pad_h = (seg.stride - h % seg.stride) % seg.stride
+        pad_w = (seg.stride - w % seg.stride) % seg.stride
+        x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
+        logits = seg.net(x)
+        if isinstance(logits, dict):  # torchvision segmentation models
+            logits = logits["out"]
+        return logits[:, :, :h, :w]
+
+
+def export_onnx(
+    segmenter: Segmenter,
+    path: str | os.PathLike,
+    opset: int = DEFAULT_OPSET,
+    image_size: tuple[int, int] = (DEFAULT_TRACE_SIZE, DEFAULT_TRACE_SIZE),
+    metadata: dict[str, str] | None = None,
+) -> Path:
+    """Write ``segmenter`` as ONNX to ``path`` (atomically) with dynamic batch/height/width.
+
+    Args:
+        segmenter: a :class:`Segmenter` (put in eval mode here).
+        path: the ``.onnx`` file to write.
+        opset: ONNX opset, in :data:`OPSET_RANGE`.
+        image_size: ``(H, W)`` of the example input the graph is traced with (any size works
+            afterwards; the training size is a good choice).
+        metadata: extra ``metadata_props`` (string values).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    try:
+        import onnx
+    except ModuleNotFoundError:
+        raise RuntimeError(MISSING_ONNX) from None
+    if not OPSET_RANGE[0] <= opset <= OPSET_RANGE[1]:
+        raise ValueError(f"opset {opset} not supported; choose {OPSET_RANGE[0]}..{OPSET_RANGE[1]}")
+    h, w = (int(v) for v in image_size)
+    if min(h, w) < segmenter.stride:
+        raise ValueError(f"image size {h}x{w}: each side must be >= the model stride {segmenter.stride}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    model = OnnxSegmenter(segmenter.eval()).eval()
+    example = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
+    axes = {0: "batch", 2: "height", 3: "width"}
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+            warnings.filterwarnings("ignore", message=".*will be removed.*")
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            torch.onnx.export(
+                model, (example,), str(tmp), dynamo=False, opset_version=opset,
+                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes}, do_constant_folding=True,
+            )
+        proto = onnx.load(str(tmp))
+        (output,) = proto.graph.output
+        output.type.tensor_type.shape.dim[1].dim_value = segmenter.classes  # traced as symbolic
+        props = {
+            "portraitseg.input": "image: float32 (B, 3, H, W) RGB in [0, 1]; H, W >= stride",
+            "portraitseg.output": "logits: float32 (B, K, H, W); softmax over K gives class probabilities",
+            "portraitseg.stride": str(segmenter.stride),
+            "portraitseg.classes": str(segmenter.classes),
+            **(metadata or {}),
+        }
+        for key, value in props.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, str(value)
+        proto.doc_string = "portraitseg segmenter; see portraitseg.onnx_infer"
+        onnx.checker.check_model(proto)
+        onnx.save(proto, str(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def parity(
+    segmenter: Segmenter, onnx_path: str | os.PathLike, images: Sequence[np.ndarray | torch.Tensor]
+) -> float:
+    """Max |logit difference| onnxruntime vs PyTorch over ``images`` (each ``(B, 3, H, W)``)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for image in images:
+        x = torch.as_tensor(image, dtype=torch.float32)
+        with torch.no_grad():
+            ref = segmenter.eval()(x).numpy()
+        (out,) = session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})
+        if out.shape != ref.shape:
+            raise AssertionError(f"onnxruntime output {out.shape} != PyTorch {ref.shape}")
+        worst = max(worst, float(np.abs(out - ref).max()))
+    return worst

@@ -1,0 +1,142 @@
+"""No command destroys a file it was given: outputs that are inputs are refused (exit 2, bytes
+unchanged), concurrent renders never share an output name, ``download --force`` keeps its archive."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from portraitseg.cli.main import main as cli_main
+from portraitseg.cli.render import OutputNamer
+from portraitseg.models import checkpoint
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def ckpt(tmp_path: Path) -> Path:
+    """Stands in for a training checkpoint: the refusal comes before the file is read."""
+    path = tmp_path / "last.ckpt"
+    path.write_bytes(os.urandom(4096))
+    return path
+
+
+def aliases(ckpt: Path) -> dict[str, Path]:
+    """The checkpoint itself, by another spelling, through a symlink and a hard link."""
+    link = ckpt.with_name("link.ckpt")
+    link.symlink_to(ckpt.name)
+    hard = ckpt.with_name("hard.ckpt")
+    os.link(ckpt, hard)
+    return {"same": ckpt, "dotted": ckpt.parent / "." / ".." / ckpt.parent.name / ckpt.name,
+            "symlink": link, "hardlink": hard}
+
+
+@pytest.mark.parametrize("alias", ["same", "dotted", "symlink", "hardlink"])
+def test_weights_export_refuses_to_overwrite_its_checkpoint(ckpt, alias, capsys):
+    before = digest(ckpt)
+    out = aliases(ckpt)[alias]
+    assert checkpoint.main(["--ckpt", str(ckpt), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {out} is the same file as --ckpt {ckpt}" in err and "choose another --out" in err
+    assert digest(ckpt) == before
+
+
+def test_weights_export_refuses_a_card_over_an_input(ckpt, tmp_path, capsys):
+    before = digest(ckpt)
+    assert checkpoint.main(["--ckpt", str(ckpt), "--out", str(tmp_path / "m.pt"), "--card", str(ckpt)]) == 2
+    assert "--card" in capsys.readouterr().err
+    assert digest(ckpt) == before and not (tmp_path / "m.pt").exists()
+
+
+@pytest.mark.parametrize("alias", ["same", "symlink", "hardlink"])
+def test_onnx_export_refuses_to_overwrite_its_checkpoint(ckpt, alias, capsys):
+    before = digest(ckpt)
+    out = aliases(ckpt)[alias]
+    assert cli_main(["export", "--ckpt", str(ckpt), "--onnx", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "portraitseg export: error: --onnx" in err and "same file as --ckpt" in err
+    assert "Traceback" not in err
+    assert digest(ckpt) == before
+
+
+# ------------------------------------------------------------------------------ render names
+
+
+def test_two_runs_never_choose_the_same_output(tmp_path):
+    """Two runs (two namers, as two processes would have) naming outputs in one folder at once."""
+    src = tmp_path / "photo.jpg"
+    src.write_bytes(b"input")
+    out = tmp_path / "out"
+    out.mkdir()
+    first, second = OutputNamer([src], overwrite=False), OutputNamer([src], overwrite=False)
+    a, fig_a = first(src, out, stages=True)
+    b, fig_b = second(src, out, stages=True)  # chosen before the first run wrote anything
+    assert a.name == "photo_portrait.jpg" and b.name == "photo_portrait_1.jpg"
+    assert fig_a.name == "photo_stages.jpg" and fig_b.name == "photo_stages_1.jpg"
+    a.write_bytes(b"first run")  # the render replaces its placeholder
+    b.write_bytes(b"second run")
+    first.written(a, fig_a)
+    second.written(b, fig_b)
+    assert a.read_bytes() == b"first run" and b.read_bytes() == b"second run"
+
+
+def test_a_concurrent_runs_file_is_never_replaced(tmp_path):
+    """A file another run wrote after this run started (same name) is skipped, bytes unchanged."""
+    src = tmp_path / "photo.png"
+    src.write_bytes(b"input")
+    namer = OutputNamer([src], overwrite=False)
+    theirs = tmp_path / "photo_portrait.png"
+    theirs.write_bytes(b"the other run's portrait")
+    mine, _ = namer(src, tmp_path, stages=False)
+    assert mine.name == "photo_portrait_1.png"
+    assert theirs.read_bytes() == b"the other run's portrait"
+
+
+def test_unwritten_placeholders_are_removed(tmp_path):
+    src = tmp_path / "photo.png"
+    src.write_bytes(b"input")
+    namer = OutputNamer([src], overwrite=False)
+    portrait, figure = namer(src, tmp_path, stages=True)
+    assert portrait.exists() and portrait.stat().st_size == 0  # reserved on disk
+    namer.release()  # the render failed
+    assert not portrait.exists() and not figure.exists()
+
+
+def test_failed_render_leaves_no_placeholder(tmp_path, capsys):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    out = tmp_path / "out"
+    code = cli_main(["render", str(bad), "-o", str(out), "--subject", "face", "--render", "halo_free"])
+    assert code in (1, 2)  # 2 when this checkout has no bundled model
+    assert not list(out.glob("*_portrait*")) if out.exists() else True
+    assert bad.read_bytes() == b"not an image"
+
+
+# ------------------------------------------------------------------------------ download
+
+
+def test_download_force_never_deletes_its_archive_inside_dest(tmp_path, capsys):
+    from portraitseg.data.__main__ import main as data_main
+
+    dest = tmp_path / "helen"
+    dest.mkdir()
+    archive = dest / "helen.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("images/a.png", b"x")
+    (dest / "notes.txt").write_text("mine")
+    before = digest(archive)
+    for extra in ([], ["--force"]):
+        code = data_main(["download", "helen", "--url", str(archive), "--dest", str(dest), *extra])
+        assert code == 2
+        err = capsys.readouterr().err
+        assert f"--url {archive} lies inside --dest {dest}" in err and "move the archive out" in err
+        assert digest(archive) == before and (dest / "notes.txt").read_text() == "mine"
+    file_url = archive.as_uri()  # the same archive as a file:// URL
+    assert data_main(["download", "helen", "--url", file_url, "--dest", str(dest), "--force"]) == 2
+    assert digest(archive) == before
