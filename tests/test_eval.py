@@ -26,11 +26,11 @@ DATA = ["data=synthetic", "data.synthetic.n=10", "data.synthetic.size=64", "data
 TRAIN = [
     *DATA, "data.image_size=64", "model=fcn_mobilenet_v2",
     "model.encoder_name=tu-mobilenetv3_small_050", "trainer.max_epochs=1",
-    "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1",
-    "+trainer.num_sanity_val_steps=0", "+trainer.enable_progress_bar=false",
+    "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+    "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false", "~callbacks.progress_bar",
 ]
-QUIET = ["+trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 
 
 @pytest.fixture(scope="module")

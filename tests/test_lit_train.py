@@ -16,8 +16,8 @@ from portraitseg.cli.train import train
 TINY = [
     "data=synthetic", "data.synthetic.n=8", "data.synthetic.size=64", "data.image_size=64",
     "data.batch_size=2", "model=fcn_mobilenet_v2", "model.encoder_name=tu-mobilenetv3_small_050",
-    "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1",
-    "+trainer.num_sanity_val_steps=0", "+trainer.enable_progress_bar=false",
+    "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+    "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false", "~callbacks.progress_bar", "scheduler.warmup_steps=1",
     "module.num_log_images=2",
 ]

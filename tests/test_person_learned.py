@@ -28,8 +28,8 @@ EXPORTER = REPO / "experiments" / "person" / "export_person_masks.py"
 TINY = [
     "data.image_size=64", "data.batch_size=4", "data.num_workers=0", "data.persistent_workers=false",
     "model=fcn_mobilenet_v2", "model.encoder_name=tu-mobilenetv3_small_050", "model.classes=2",
-    "trainer.max_epochs=1", "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=1",
-    "+trainer.num_sanity_val_steps=0", "+trainer.enable_progress_bar=false",
+    "trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1",
+    "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false", "~callbacks.progress_bar", "scheduler.warmup_steps=1",
     "module.num_log_images=2",
 ]

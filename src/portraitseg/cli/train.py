@@ -22,6 +22,9 @@ from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from portraitseg.cli import config_dir
+from portraitseg.cli.extras import ExtrasError, apply_extras
+from portraitseg.data.layouts import DatasetNotFoundError
+from portraitseg.io import InputError
 from portraitseg.lit import SegmentationModule
 from portraitseg.lit.callbacks import resolve_ckpt_path
 
@@ -29,11 +32,51 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 log = logging.getLogger(__name__)
 
 
-def _instantiate_all(section: DictConfig | None) -> list[Any]:
-    """Instantiate every ``{name: {_target_: ...}}`` entry of a callbacks/logger section."""
+class RunConfigError(ValueError):
+    """A run cannot start as configured (bad ``init_from``, missing extra); exit status 2."""
+
+
+#: optional packages a config group needs, and the extra that installs them
+_EXTRAS = {"tensorboard": "tensorboard", "tensorboardX": "tensorboard", "onnx": "export",
+           "onnxruntime": "export", "optuna": "sweep", "wandb": "wandb"}
+
+
+def _instantiate_all(section: DictConfig | None, group: str) -> list[Any]:
+    """Instantiate every ``{name: {_target_: ...}}`` entry of a callbacks/logger section.
+
+    A missing optional package (``logger=tensorboard`` without tensorboard) is a
+    :class:`RunConfigError` naming the entry and the extra that installs it.
+    """
     if not section:
         return []
-    return [instantiate(c) for c in section.values() if isinstance(c, DictConfig) and "_target_" in c]
+    built = []
+    for name, node in section.items():
+        if not (isinstance(node, DictConfig) and "_target_" in node):
+            continue
+        try:
+            built.append(instantiate(node))
+        except Exception as err:  # noqa: BLE001 - hydra wraps the constructor's error
+            missing = _missing_module(err)
+            if missing is None:
+                raise
+            extra = _EXTRAS.get(missing.split(".")[0])
+            how = f"pip install 'portraitseg[{extra}]'" if extra else f"pip install {missing}"
+            raise RunConfigError(f"{group}.{name} ({node._target_}) needs the package {missing!r}, "
+                                 f"which is not installed: {how}, or choose another {group}") from None
+    return built
+
+
+def _missing_module(err: BaseException | None) -> str | None:
+    """The package a ModuleNotFoundError anywhere in ``err``'s cause chain names (else None);
+    Lightning's loggers raise it without ``name``, naming the package in the message."""
+    while err is not None:
+        if isinstance(err, ModuleNotFoundError):
+            if err.name:
+                return err.name
+            found = [m for m in _EXTRAS if re.search(rf"`{m}`|\b{m}\b", str(err))]
+            return found[0] if found else str(err)
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def build_module(cfg: DictConfig) -> SegmentationModule:
@@ -55,13 +98,17 @@ def init_weights(module: SegmentationModule, path: str) -> None:
     Unlike ``ckpt_path`` (resume), the optimizer, LR schedule, epoch and step start fresh.
     The stored model must have the configured architecture and class count.
     """
+    from portraitseg.io import InputError
     from portraitseg.models.checkpoint import load_segmenter
 
-    source, info = load_segmenter(path)
+    try:
+        source, info = load_segmenter(path)
+    except (FileNotFoundError, InputError) as err:  # CheckpointError is an InputError
+        raise RunConfigError(f"init_from={path}: {err}") from None
     try:
         module.net.load_state_dict(source.state_dict())
     except RuntimeError as err:
-        raise ValueError(
+        raise RunConfigError(
             f"init_from={path}: its model ({info.get('model')}) does not match the configured "
             f"model; pick the same model=... as the run that wrote it. {err}"
         ) from None
@@ -78,8 +125,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     module = build_module(cfg)
     if cfg.get("init_from"):
         init_weights(module, cfg.init_from)
-    callbacks: list[Callback] = _instantiate_all(cfg.get("callbacks"))
-    loggers = _instantiate_all(cfg.get("logger"))
+    callbacks: list[Callback] = _instantiate_all(cfg.get("callbacks"), "callbacks")
+    loggers = _instantiate_all(cfg.get("logger"), "logger")
     if not loggers:  # LearningRateMonitor refuses to run without a logger (e.g. debug=fdr)
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
@@ -133,6 +180,7 @@ def _write_metrics_json(
     ckpt = trainer.checkpoint_callback
     best_score = getattr(ckpt, "best_model_score", None) if ckpt else None
     payload = {
+        "tags": list(cfg.get("tags") or []),
         "monitor": getattr(ckpt, "monitor", None) or cfg.get("optimized_metric"),
         "best_score": _finite(float(best_score)) if best_score is not None else None,
         "best_checkpoint": best or None,
@@ -282,11 +330,21 @@ def launch_args(argv: Sequence[str], env: Mapping[str, str], parent_pid: int) ->
     return args
 
 
+#: errors that are about the user's input and name it: reported in one line, exit status 2
+USER_ERRORS = (RunConfigError, ExtrasError, InputError, DatasetNotFoundError)
+
+
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def hydra_main(cfg: DictConfig) -> float | None:
     """Hydra task function; returns the best ``cfg.optimized_metric`` (that of the kept
     checkpoint) for hyperparameter sweepers."""
-    metrics = train(cfg)
+    try:
+        apply_extras(cfg)
+        metrics = train(cfg)
+    except USER_ERRORS as err:
+        # bad input named by the error itself: one line, no traceback (Hydra would print one)
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     name = cfg.get("optimized_metric")
     if not name:
         return None

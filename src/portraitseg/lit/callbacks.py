@@ -69,9 +69,26 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by killed processes
-        if not _pid_alive(stale.name[len(path.name) + 2 : -4]):
-            stale.unlink(missing_ok=True)
+    remove_stale_temporaries(path.parent)
+
+
+#: our temporary files: ``.<name>.<pid>.tmp`` (:func:`atomic_torch_save`, weights and ONNX exports)
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.tmp")
+
+
+def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
+    """Delete the temporaries of our own naming (``.<name>.<pid>.tmp``) in ``directory`` whose
+    writing process is gone (killed mid-write); other files are never touched.
+
+    Returns the paths removed.
+    """
+    removed = []
+    for path in Path(directory).glob(".*.tmp"):
+        match = _TEMPORARY.fullmatch(path.name)
+        if match and path.is_file() and not path.is_symlink() and not _pid_alive(match["pid"]):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -155,6 +172,9 @@ class AtomicModelCheckpoint(ModelCheckpoint):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
+        if trainer.is_global_zero and self.dirpath and os.path.isdir(self.dirpath):
+            for stale in remove_stale_temporaries(self.dirpath):
+                log.info("removed %s, left by a checkpoint write that was killed", stale)
         strategy = trainer.strategy
         if type(strategy.checkpoint_io) is TorchCheckpointIO:
             strategy.checkpoint_io = AtomicCheckpointIO()
@@ -173,6 +193,26 @@ class AtomicModelCheckpoint(ModelCheckpoint):
         super().on_train_epoch_end(trainer, pl_module)
         if self._should_save_on_train_epoch_end(trainer):
             self._refresh_last(trainer)
+
+    def _save_last_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict[str, Any]) -> None:
+        """``save_last: link``: ``last.ckpt`` becomes a link to the top-k file saved at this very
+        step (no second copy on disk); at any other step it is a full checkpoint, so it always
+        holds the latest state (Lightning's own ``link`` points at the newest top-k file, which
+        may be epochs old, and resuming from it would silently lose the epochs after it)."""
+        if self.save_last != "link":
+            return super()._save_last_checkpoint(trainer, monitor_candidates)
+        saved = self._last_checkpoint_saved
+        if (saved and self._last_global_step_saved == trainer.global_step and os.path.isfile(saved)
+                and not os.path.basename(saved).startswith(self.CHECKPOINT_NAME_LAST)):
+            return super()._save_last_checkpoint(trainer, monitor_candidates)
+        last = self.format_checkpoint_name(monitor_candidates, self.CHECKPOINT_NAME_LAST)
+        if trainer.is_global_zero and os.path.islink(last):
+            os.remove(last)  # never write through a link into the top-k file it points at
+        self.save_last = True
+        try:
+            super()._save_last_checkpoint(trainer, monitor_candidates)
+        finally:
+            self.save_last = "link"
 
     def _refresh_last(self, trainer: L.Trainer) -> None:
         # skipped when Lightning already saved at this step (then it wrote last.ckpt too)
