@@ -1,0 +1,130 @@
+"""What a lightning-hydra-template user expects of the config tree: debug runs apart and without
+checkpoints, callbacks one file each, common Trainer keys overridable without ``+``, extras and
+tags, ``last.ckpt`` that does not double the disk, stale temporaries cleaned."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from portraitseg.cli import config_dir
+from portraitseg.cli.extras import ExtrasError, apply_extras
+from portraitseg.cli.train import train
+from portraitseg.lit.callbacks import remove_stale_temporaries
+
+REPO = Path(__file__).resolve().parents[1]
+#: a tiny run (as tests/test_lit_train.py): the Trainer keys below need no `+` any more
+TINY = [
+    "data=synthetic", "data.synthetic.n=8", "data.synthetic.size=64", "data.image_size=64",
+    "data.batch_size=2", "model=fcn_mobilenet_v2", "model.encoder_name=tu-mobilenetv3_small_050",
+    "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+    "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false", "~callbacks.progress_bar", "scheduler.warmup_steps=1",
+    "module.num_log_images=0", "logger=csv",
+]
+
+
+def config(root: Path, *overrides: str, tiny: bool = True):
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return compose("train", overrides=[*(TINY if tiny else []), f"paths.root_dir={root}",
+                                           f"paths.output_dir={root / 'run'}", *overrides])
+
+
+def test_callbacks_are_one_file_each_and_composable_by_name(tmp_path):
+    default = config(tmp_path, tiny=False).callbacks
+    assert list(default) == ["model_checkpoint", "early_stopping", "lr_monitor", "progress_bar",
+                             "epoch_seeding", "nonfinite", "oom_hint"]
+    chosen = config(tmp_path, "callbacks=[model_checkpoint,nonfinite]", tiny=False).callbacks
+    assert list(chosen) == ["model_checkpoint", "nonfinite"]
+    assert "early_stopping" not in config(tmp_path, "~callbacks.early_stopping", tiny=False).callbacks
+    assert not config(tmp_path, "callbacks=none", tiny=False).callbacks
+    for experiment in sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml")):
+        assert config(tmp_path, f"experiment={experiment}", tiny=False).callbacks.model_checkpoint
+
+
+def test_common_trainer_keys_need_no_plus(tmp_path):
+    cfg = config(tmp_path, "trainer.val_check_interval=0.5", "trainer.log_every_n_steps=1",
+                 "trainer.precision=bf16-mixed", "trainer.overfit_batches=2", "trainer.fast_dev_run=true")
+    assert cfg.trainer.limit_train_batches == 2 and cfg.trainer.val_check_interval == 0.5
+    assert cfg.trainer.precision == "bf16-mixed" and cfg.trainer.fast_dev_run is True
+
+
+@pytest.mark.parametrize("debug", ["default", "fdr", "limit", "overfit"])
+def test_debug_configs_are_their_own_task_without_checkpoints(tmp_path, debug):
+    cfg = config(tmp_path, f"debug={debug}", tiny=False)
+    assert cfg.task_name == "debug" and cfg.callbacks.model_checkpoint is None
+    assert cfg.trainer.enable_checkpointing is False and cfg.extras.enforce_tags is False
+
+
+def test_debug_fdr_run_writes_no_checkpoint(tmp_path):
+    train(config(tmp_path, "debug=fdr"))
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_last_ckpt_links_to_the_same_step_file_else_is_the_latest_state(tmp_path):
+    # one epoch: last.ckpt is the top-k file of that step -> a link, one file on disk
+    train(config(tmp_path))
+    ckpts = tmp_path / "run" / "checkpoints"
+    last = ckpts / "last.ckpt"
+    assert last.is_symlink() and os.readlink(last) == "epoch000.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 2
+    # two epochs where epoch 1 is not better (monitor the epoch, lower is better): last.ckpt
+    # must be epoch 1's full state, not a link to the kept epoch 0 (Lightning's own `link`)
+    other = tmp_path / "other"
+    train(config(other, "trainer.max_epochs=2", "callbacks.model_checkpoint.monitor=epoch",
+                 "callbacks.model_checkpoint.mode=min", "callbacks.early_stopping=null"))
+    ckpts = other / "run" / "checkpoints"
+    assert not (ckpts / "last.ckpt").is_symlink()
+    assert torch.load(ckpts / "last.ckpt", weights_only=True)["epoch"] == 1
+    assert torch.load(ckpts / "epoch000.ckpt", weights_only=True)["epoch"] == 0
+
+
+def test_stale_temporaries_of_our_naming_are_removed(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = [tmp_path / f".last.ckpt.{dead.pid}.tmp", tmp_path / f".epoch003.ckpt.{dead.pid}.tmp"]
+    alive = tmp_path / f".last.ckpt.{os.getpid()}.tmp"
+    foreign = [tmp_path / ".notes.tmp", tmp_path / "x.123.tmp", tmp_path / ".model.onnx.12ab.tmp"]
+    for path in [*stale, alive, *foreign]:
+        path.write_bytes(b"partial")
+    assert sorted(remove_stale_temporaries(tmp_path)) == sorted(stale)
+    assert alive.exists() and all(p.exists() for p in foreign)
+
+
+def test_extras_enforce_tags_and_tags_reach_metrics_json(tmp_path):
+    with pytest.raises(ExtrasError, match=r"no tags: pass e.g. tags='\[baseline,helen\]'"):
+        apply_extras(config(tmp_path, "tags=[]"))
+    apply_extras(config(tmp_path, "tags=[]", "extras.enforce_tags=false"))
+    cfg = config(tmp_path, "tags=[smoke,tiny]", "logger=wandb")
+    assert list(cfg.logger.wandb.tags) == ["smoke", "tiny"]
+
+
+def _train_py(root: Path, *overrides: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PORTRAITSEG_ROOT=str(root))
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run([sys.executable, str(REPO / "train.py"), *TINY, *overrides], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+class Payload:
+    def __reduce__(self):
+        return (print, ("code ran while loading",))
+
+
+@pytest.mark.slow
+def test_train_py_user_errors_are_one_line_exit_2(tmp_path):
+    crafted = tmp_path / "crafted.ckpt"
+    torch.save({"state_dict": {}, "x": Payload()}, crafted)
+    proc = _train_py(tmp_path, f"init_from={crafted}")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"error: init_from={crafted}: {crafted}: cannot load this model file" in proc.stderr
+    assert "Traceback" not in proc.stderr and "code ran" not in proc.stdout + proc.stderr
+    proc = _train_py(tmp_path, "tags=[]")
+    assert proc.returncode == 2 and "extras.enforce_tags=true but the run has no tags" in proc.stderr
+    assert "Traceback" not in proc.stderr
