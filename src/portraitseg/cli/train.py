@@ -11,22 +11,23 @@ import re
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
-import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from portraitseg.cli import config_dir
 from portraitseg.cli.extras import ExtrasError, apply_extras
 from portraitseg.data.layouts import DatasetNotFoundError
 from portraitseg.io import InputError
-from portraitseg.lit import SegmentationModule
-from portraitseg.lit.callbacks import resolve_ckpt_path
+
+if TYPE_CHECKING:  # imported when a run starts, so `train.py --help` and config errors are quick
+    import lightning as L
+    from lightning.pytorch.callbacks import Callback
+
+    from portraitseg.lit import SegmentationModule
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 log = logging.getLogger(__name__)
@@ -81,6 +82,8 @@ def _missing_module(err: BaseException | None) -> str | None:
 
 def build_module(cfg: DictConfig) -> SegmentationModule:
     """The LightningModule from the ``model``, ``optimizer``, ``scheduler``, ``loss``, ``render`` nodes."""
+    from portraitseg.lit import SegmentationModule
+
     plain = lambda node: OmegaConf.to_container(node, resolve=True) if node else None  # noqa: E731
     return SegmentationModule(
         net=plain(cfg.model),
@@ -117,6 +120,12 @@ def init_weights(module: SegmentationModule, path: str) -> None:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and optionally test) as configured; returns the final metrics as floats."""
+    import lightning as L
+    import torch
+    from lightning.pytorch.callbacks import LearningRateMonitor
+
+    from portraitseg.lit.callbacks import resolve_ckpt_path
+
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     if cfg.get("deterministic"):
@@ -272,6 +281,8 @@ def ddp_job(trainer: L.Trainer) -> Iterator[None]:
     closes the process group and restores the launcher's environment variables, so that the
     next job of a multirun (run in this same process) starts its own ranks.
     """
+    import torch
+
     started_here = "LOCAL_RANK" not in os.environ
     saved = {k: os.environ.get(k) for k in _LAUNCHER_ENV}
     if started_here and HydraConfig.initialized():
