@@ -167,8 +167,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("usage: python -m portraitseg.onnx_infer MODEL.onnx INPUT_IMAGE OUTPUT_IMAGE", file=sys.stderr)
         return 2
     model, src, dst = args
+    if not os.path.isfile(model):
+        print(f"error: {model}: no such ONNX model file (write one with `portraitseg export --ckpt ... "
+              "--onnx model.onnx`)", file=sys.stderr)
+        return 2
     try:
-        write_rgb(dst, OnnxPortrait(model)(read_rgb(src)))
+        portrait = OnnxPortrait(model)
+    except Exception as err:  # noqa: BLE001 - onnxruntime's error types (InvalidProtobuf, ...) are not public
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"error: {model}: not an ONNX model onnxruntime can load ({first})", file=sys.stderr)
+        return 2
+    try:
+        write_rgb(dst, portrait(read_rgb(src)))
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

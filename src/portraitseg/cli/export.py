@@ -23,6 +23,7 @@ import importlib
 import importlib.util
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from portraitseg.cli.args import int_in
@@ -87,6 +88,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         ckpt = resolve_model_path(args.ckpt)
         check_output_not_input(args.onnx, "--onnx", {"--ckpt": ckpt})
+        if Path(args.onnx).is_dir():
+            raise InputError(f"--onnx {args.onnx} is a folder; give the .onnx file to write, e.g. "
+                             f"{Path(args.onnx) / 'model.onnx'}")
         if importlib.util.find_spec("onnx") is None:
             raise InputError(MISSING_ONNX)
         segmenter, info = load_segmenter(ckpt)

@@ -32,6 +32,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+from portraitseg.cli.args import float_in
 from portraitseg.io import sha256_file
 
 CHUNK = 1 << 20
@@ -434,7 +435,7 @@ def add_download_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
     p.add_argument("--sha256", help="expected sha256 of the archive (64 hex digits)")
     p.add_argument("--dest", type=Path, help="dataset folder (default: data/<dataset>)")
     p.add_argument("--force", action="store_true", help="replace a non-empty --dest")
-    p.add_argument("--timeout", type=float, default=10.0,
+    p.add_argument("--timeout", type=float_in(0.1, 3600.0), default=10.0,
                    help="network timeout in seconds (%(default)s)")
     p.set_defaults(func=run_download)
     return p

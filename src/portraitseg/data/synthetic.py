@@ -830,7 +830,7 @@ def run_synth(args: argparse.Namespace) -> int:
         root = generate(args.root, n=args.n, seed=args.seed, size=args.size, force=args.force,
                         test_fraction=args.test_fraction, progress=True)
     except (FileExistsError, NotADirectoryError, ValueError) as err:
-        print(f"error: {err}")
+        print(f"error: {err}", file=sys.stderr)
         return 2
     manifest = read_manifest(root) or {}
     splits = manifest.get("splits", {})
