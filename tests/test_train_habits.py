@@ -105,11 +105,11 @@ def test_extras_enforce_tags_and_tags_reach_metrics_json(tmp_path):
     assert list(cfg.logger.wandb.tags) == ["smoke", "tiny"]
 
 
-def _train_py(root: Path, *overrides: str) -> subprocess.CompletedProcess:
+def _train_py(root: Path, *overrides: str, tiny: bool = True) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1", PORTRAITSEG_ROOT=str(root))
     env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run([sys.executable, str(REPO / "train.py"), *TINY, *overrides], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, str(REPO / "train.py"), *(TINY if tiny else []), *overrides],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=300)
 
 
 class Payload:
@@ -128,3 +128,21 @@ def test_train_py_user_errors_are_one_line_exit_2(tmp_path):
     proc = _train_py(tmp_path, "tags=[]")
     assert proc.returncode == 2 and "extras.enforce_tags=true but the run has no tags" in proc.stderr
     assert "Traceback" not in proc.stderr
+    proc = _train_py(tmp_path, "data=folder", f"data.root={tmp_path / 'nowhere'}", "logger=csv",
+                     "model.encoder_name=tu-mobilenetv3_small_050", "trainer.max_epochs=1", tiny=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"error: dataset root {tmp_path / 'nowhere'} does not exist" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_eval_py_refuses_a_crafted_checkpoint_in_one_line(tmp_path):
+    crafted = tmp_path / "crafted.ckpt"
+    torch.save({"state_dict": {}, "x": Payload()}, crafted)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PORTRAITSEG_ROOT=str(tmp_path))
+    env.pop("HYDRA_FULL_ERROR", None)
+    proc = subprocess.run([sys.executable, str(REPO / "eval.py"), f"ckpt_path={crafted}"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "crafted.ckpt: cannot load this model file" in proc.stderr and "Traceback" not in proc.stderr
+    assert "code ran" not in proc.stdout + proc.stderr
