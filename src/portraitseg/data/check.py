@@ -15,7 +15,6 @@ from rich.table import Table
 
 from portraitseg.classes import CLASS_NAMES, NUM_CLASSES
 from portraitseg.cli.args import int_in
-from portraitseg.data.dataset import load_sample
 from portraitseg.data.layouts import LAYOUTS, DatasetNotFoundError, detect_layout, discover
 from portraitseg.io import DEFAULT_MAX_PIXELS, InputError, MultiFrameWarning
 
@@ -62,6 +61,10 @@ def check_dataset(
                     warnings.simplefilter("always", MultiFrameWarning)
                     image, label = load_sample(sample, max_pixels)
             except InputError as err:
+    if person is not None:
+        return _check_person(report, splits, max_pixels)
+    from portraitseg.data.dataset import load_sample  # imports PyTorch: only once there is data
+
                 report.problems.append(str(err))
                 continue
             report.problems += [str(w.message) for w in caught if issubclass(w.category, MultiFrameWarning)]
