@@ -50,6 +50,8 @@ def check_dataset(
     layout = detect_layout(root) if layout == "auto" else layout
     report = CheckReport(root, layout)
     splits = discover(root, layout, problems=report.problems)
+    from portraitseg.data.dataset import load_sample  # imports PyTorch: only once there is data
+
     sizes: list[tuple[int, int]] = []
     for split, samples in splits.items():
         report.counts[split] = len(samples)
@@ -61,10 +63,6 @@ def check_dataset(
                     warnings.simplefilter("always", MultiFrameWarning)
                     image, label = load_sample(sample, max_pixels)
             except InputError as err:
-    if person is not None:
-        return _check_person(report, splits, max_pixels)
-    from portraitseg.data.dataset import load_sample  # imports PyTorch: only once there is data
-
                 report.problems.append(str(err))
                 continue
             report.problems += [str(w.message) for w in caught if issubclass(w.category, MultiFrameWarning)]
