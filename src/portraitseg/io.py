@@ -164,6 +164,19 @@ def read_label(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
     raise InputError(f"{path}: unsupported label image mode {img.mode}")
 
 
+def read_matte(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode a soft matte as ``(H, W)`` uint8, 255 = fully foreground.
+
+    Grayscale and palette files give their values (0/1 binary masks are scaled to 0/255); files
+    with an alpha channel (RGBA, LA: a cut-out layer) give the alpha.
+    """
+    img = _open(path, max_pixels)
+    if img.mode in ("RGBA", "LA", "PA"):
+        return np.asarray(img.convert("RGBA"))[..., 3].copy()
+    matte = read_label(path, max_pixels)
+    return matte * np.uint8(255) if matte.max() == 1 else matte
+
+
 def write_image(path: str | os.PathLike, rgb: np.ndarray, quality: int = 95) -> None:
     """Write RGB ``(H, W, 3)`` uint8 to ``path``; the format follows the suffix.
 

@@ -20,6 +20,7 @@ from portraitseg.cli.export import (
     MISSING_ONNX,
     OPSET_RANGE,
     OUTPUT_NAME,
+    PERSON_NAME,
 )
 from portraitseg.models.segmenter import Segmenter
 
@@ -30,14 +31,14 @@ class OnnxSegmenter(nn.Module):
     ``Segmenter.forward`` skips the pad with a Python ``if`` and chooses reflect or replicate
     padding from the input size; traced at one size, those choices would be frozen into the
     graph. Here the (possibly zero) reflect pad is always applied, which is identical for every
-    ``H, W >= stride``.
+    ``H, W >= stride``. A model with a person head returns ``(logits, person)``.
     """
 
     def __init__(self, segmenter: Segmenter) -> None:
         super().__init__()
         self.segmenter = segmenter
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         seg = self.segmenter
         h, w = image.shape[-2], image.shape[-1]
         x = (image - seg.mean) / seg.std
@@ -47,7 +48,10 @@ class OnnxSegmenter(nn.Module):
         logits = seg.net(x)
         if isinstance(logits, dict):  # torchvision segmentation models
             logits = logits["out"]
-        return logits[:, :, :h, :w]
+        logits = logits[:, :, :h, :w]
+        if seg.person_head:
+            return logits[:, : seg.classes], logits[:, seg.classes :]
+        return logits
 
 
 def export_onnx(
@@ -85,6 +89,7 @@ def export_onnx(
     model = OnnxSegmenter(segmenter.eval()).eval()
     example = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
     axes = {0: "batch", 2: "height", 3: "width"}
+    outputs = [OUTPUT_NAME, PERSON_NAME] if segmenter.person_head else [OUTPUT_NAME]
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
@@ -92,17 +97,18 @@ def export_onnx(
             warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
             torch.onnx.export(
                 model, (example,), str(tmp), dynamo=False, opset_version=opset,
-                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes}, do_constant_folding=True,
+                input_names=[INPUT_NAME], output_names=outputs,
+                dynamic_axes={name: axes for name in (INPUT_NAME, *outputs)}, do_constant_folding=True,
             )
         proto = onnx.load(str(tmp))
-        (output,) = proto.graph.output
-        output.type.tensor_type.shape.dim[1].dim_value = segmenter.classes  # traced as symbolic
+        for output, channels in zip(proto.graph.output, (segmenter.classes, 1), strict=False):
+            output.type.tensor_type.shape.dim[1].dim_value = channels  # traced as symbolic
         props = {
             "portraitseg.input": "image: float32 (B, 3, H, W) RGB in [0, 1]; H, W >= stride",
             "portraitseg.output": "logits: float32 (B, K, H, W); softmax over K gives class probabilities",
             "portraitseg.stride": str(segmenter.stride),
             "portraitseg.classes": str(segmenter.classes),
+            "portraitseg.person_head": str(int(segmenter.person_head)),
             **(metadata or {}),
         }
         for key, value in props.items():
@@ -121,7 +127,8 @@ def export_onnx(
 def parity(
     segmenter: Segmenter, onnx_path: str | os.PathLike, images: Sequence[np.ndarray | torch.Tensor]
 ) -> float:
-    """Max |logit difference| onnxruntime vs PyTorch over ``images`` (each ``(B, 3, H, W)``)."""
+    """Max |logit difference| onnxruntime vs PyTorch over ``images`` (each ``(B, 3, H, W)``),
+    over both outputs of a model with a person head."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
@@ -129,9 +136,10 @@ def parity(
     for image in images:
         x = torch.as_tensor(image, dtype=torch.float32)
         with torch.no_grad():
-            ref = segmenter.eval()(x).numpy()
-        (out,) = session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})
-        if out.shape != ref.shape:
-            raise AssertionError(f"onnxruntime output {out.shape} != PyTorch {ref.shape}")
-        worst = max(worst, float(np.abs(out - ref).max()))
+            refs = [t.numpy() for t in segmenter.eval().segment(x) if t is not None]
+        names = [OUTPUT_NAME, PERSON_NAME][: len(refs)]
+        for out, ref in zip(session.run(names, {INPUT_NAME: x.numpy()}), refs, strict=True):
+            if out.shape != ref.shape:
+                raise AssertionError(f"onnxruntime output {out.shape} != PyTorch {ref.shape}")
+            worst = max(worst, float(np.abs(out - ref).max()))
     return worst

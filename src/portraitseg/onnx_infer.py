@@ -131,6 +131,7 @@ class OnnxPortrait:
         self.keep = tuple(keep) if keep is not None else tuple(range(1, classes))
         if not self.keep or not all(0 <= k < classes for k in self.keep):
             raise ValueError(f"keep={self.keep}: class ids must be in 0..{classes - 1}")
+        self.person_head = meta.get("portraitseg.person_head") == "1"
         trained = meta.get("portraitseg.image_size")
         self.size = int(size or (int(trained) if trained else DEFAULT_SIZE))
         self.strength = strength
@@ -142,9 +143,14 @@ class OnnxPortrait:
         return softmax(logits[0, :, :h, :w], axis=0)
 
     def alpha(self, rgb: np.ndarray) -> np.ndarray:
-        """Subject alpha ``(H, W)`` float32 in [0, 1] at the photo's resolution."""
-        probs = self.probabilities(rgb)
-        small = probs[list(self.keep)].sum(axis=0)
+        """Subject alpha ``(H, W)`` float32 in [0, 1] at the photo's resolution: the kept classes'
+        probability, united (max) with the person matte of a model with a person head."""
+        batch, (h, w) = letterbox(rgb, self.size)
+        names = ["logits", "person"] if self.person_head else ["logits"]
+        outputs = self.session.run(names, {"image": batch})
+        small = softmax(outputs[0][0, :, :h, :w], axis=0)[list(self.keep)].sum(axis=0)
+        if self.person_head:
+            small = np.maximum(small, 1.0 / (1.0 + np.exp(-outputs[1][0, 0, :h, :w])))
         alpha = cv2.resize(small, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
         return np.clip(alpha, 0.0, 1.0)
 

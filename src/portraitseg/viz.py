@@ -26,18 +26,24 @@ def prediction_grid(
     targets: torch.Tensor,
     preds: torch.Tensor,
     portraits: torch.Tensor | None = None,
+    mattes: torch.Tensor | None = None,
 ) -> np.ndarray:
-    """Rows of (image | ground truth overlay | prediction overlay [| portrait]) as ``(H', W', 3)`` uint8.
+    """Rows of (image | ground truth overlay | prediction overlay [| person matte] [| portrait])
+    as ``(H', W', 3)`` uint8.
 
     Args:
-        images: ``(B, 3, H, W)`` in [0, 1]; targets, preds: ``(B, H, W)`` class ids;
+        images: ``(B, 3, H, W)`` in [0, 1]; targets, preds: ``(B, H, W)`` class ids (targets of
+            255, unknown, are drawn as background);
         portraits: optional ``(B, 3, H, W)`` in [0, 1] rendered from the predictions.
+        mattes: optional predicted person mattes ``(B, 1, H, W)`` in [0, 1] (drawn in gray).
     """
     rows = []
     for i, (image, target, pred) in enumerate(zip(images, targets, preds, strict=True)):
         img = to_uint8(image)
         t, p = target.cpu().numpy(), pred.cpu().numpy()
-        panels = [img, overlay(img, t), overlay(img, p)]
+        panels = [img, overlay(img, np.where(t == 255, 0, t)), overlay(img, p)]
+        if mattes is not None:
+            panels.append(np.repeat(to_uint8(mattes[i]), 3, axis=2))
         if portraits is not None:
             panels.append(to_uint8(portraits[i]))
         rows.append(np.concatenate(panels, axis=1))

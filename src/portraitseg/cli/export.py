@@ -35,6 +35,8 @@ DEFAULT_TRACE_SIZE = 256
 #: largest --image-size side accepted (the trace runs the model once at this size on the CPU)
 MAX_TRACE_SIZE = 4096
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
+#: the second output of a model with a person head: person-matte logits (B, 1, H, W)
+PERSON_NAME = "person"
 #: max |logit difference| onnxruntime vs PyTorch accepted by the export check (float32)
 PARITY_ATOL = 1e-4
 MISSING_ONNX = ("ONNX export needs the onnx package: pip install 'portraitseg[export]' "
@@ -62,7 +64,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description=__doc__.split("\n\n")[0].split(": ", 1)[1],
         epilog=(
             "The graph takes image float32 (B, 3, H, W) RGB in [0, 1] (any H, W >= 32) and returns "
-            "logits (B, K, H, W). See portraitseg.onnx_infer for inference with onnxruntime + numpy."
+            "logits (B, K, H, W) (and person (B, 1, H, W): person-matte logits, for a model with a "
+            "person head). See portraitseg.onnx_infer for inference with onnxruntime + numpy."
         ),
     )
     parser.add_argument("--ckpt", required=True, metavar="PATH",

@@ -493,18 +493,28 @@ def letterbox(rgb: np.ndarray, size: int) -> tuple[np.ndarray, tuple[int, int]]:
 def segment(model: Model, rgb: np.ndarray, tta: bool = False) -> torch.Tensor:
     """Class probabilities ``(1, K, h, w)`` of a photo ``(H, W, 3)`` uint8 at model resolution
     (``h, w``: the photo's size scaled so its long side is ``model.size``; letterbox cropped)."""
+    return segment_all(model, rgb, tta)[0]
+
+
+def segment_all(model: Model, rgb: np.ndarray, tta: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`segment` plus the person matte ``(1, 1, h, w)`` in [0, 1] of a model with a person
+    head (``None`` otherwise), from the same pass."""
     import torch
 
     device = next(model.net.parameters()).device
     square, (h, w) = letterbox(rgb, model.size)
     x = torch.from_numpy(square).to(device).permute(2, 0, 1)[None].float().div_(255)
-    logits = model.net(x)
+    run = getattr(model.net, "segment", None) or (lambda t: (model.net(t), None))
+    logits, person = run(x)
     if tta:
         # un-flipped, the mirrored square's prediction of photo column j is at column j again (its
         # padding moved to the left and back), so the two align over the photo; padding is cropped
-        mirrored = model.net(x.flip(-1))
+        mirrored, m_person = run(x.flip(-1))
         logits = 0.5 * (logits + (flip_logits(mirrored) if model.helen else mirrored.flip(-1)))
-    return logits[..., :h, :w].float().softmax(1)
+        if person is not None:
+            person = 0.5 * (person + m_person.flip(-1))
+    probs = logits[..., :h, :w].float().softmax(1)
+    return probs, None if person is None else person[..., :h, :w].float().sigmoid()
 
 
 # --------------------------------------------------------------------------------------------
@@ -512,14 +522,19 @@ def segment(model: Model, rgb: np.ndarray, tta: bool = False) -> torch.Tensor:
 
 
 def subject_alpha_for(
-    job: Job, image: torch.Tensor, probs: torch.Tensor
+    job: Job, image: torch.Tensor, probs: torch.Tensor, person: torch.Tensor | None = None
 ) -> tuple[torch.Tensor | None, list[str]]:
     """Alpha ``(1, 1, h, w)`` of the subject (None: the renderer sums the kept classes itself).
 
-    ``--person-ckpt``: the person model's mask united with the kept face classes; ``person``: the
-    face parse extended to the body (:func:`portraitseg.render.person.person_alpha`); ``face``:
-    the kept classes only (the paper).
+    ``person`` with a model that has a person head: its learned person matte united with the
+    kept classes; with ``--person-ckpt``: the person model's mask united with the kept face
+    classes; ``person`` with a face-only model: the face parse extended to the body
+    (:func:`portraitseg.render.person.person_alpha`); ``face``: the kept classes only (the paper).
     """
+    if job.subject == "person" and person is not None and job.person is None:
+        from portraitseg.render.alpha import person_alpha_from_matte
+
+        return person_alpha_from_matte(person, probs, job.keep, from_logits=False), []
     if job.person is not None:
         from portraitseg.render.person import person_alpha_from_model
 
@@ -616,9 +631,9 @@ def _render(job: Job, rgb: np.ndarray, out: Path, figure: Path | None) -> list[s
     import torch
     import torch.nn.functional as F
 
-    probs = segment(job.model, rgb, job.tta)
+    probs, person = segment_all(job.model, rgb, job.tta)
     image = torch.from_numpy(rgb).to(job.device).permute(2, 0, 1)[None].float().div_(255)
-    alpha, notes = subject_alpha_for(job, image, probs)
+    alpha, notes = subject_alpha_for(job, image, probs, person)
     if alpha is None:
         portrait, used = job.renderer(image, probs=probs)
     else:

@@ -15,6 +15,8 @@ _EXPORTS = {
     "HelenDataset": "dataset",
     "collate": "dataset",
     "load_sample": "dataset",
+    "MixedDataModule": "mixed",
+    "MixedDataset": "mixed",
     "LAYOUTS": "layouts",
     "DatasetNotFoundError": "layouts",
     "Sample": "layouts",

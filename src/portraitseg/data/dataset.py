@@ -50,7 +50,10 @@ def load_sample(
         bad = sorted(int(v) for v in np.unique(label) if v >= num_classes)
         raise InputError(
             f"{label_name}: label ids {bad} outside 0..{num_classes - 1} "
-            f"(labels must be class-id PNGs, pixel value = class id)"
+            f"(labels must be class-id PNGs, pixel value = class id"
+            + ("; 0/255 masks look like person masks: check them with `python -m portraitseg.data "
+               "check ROOT --person label` and train them as a person source of data=mixed)"
+               if bad == [255] else ")")
         )
     return image, label
 

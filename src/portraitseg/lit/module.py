@@ -14,9 +14,10 @@ from hydra.utils import instantiate
 from PIL import Image
 
 from portraitseg.classes import NUM_CLASSES, flip_logits
-from portraitseg.lit.metrics import HelenMetrics
+from portraitseg.lit.losses import parse_loss, person_loss
+from portraitseg.lit.metrics import HelenMetrics, PersonMetrics
 from portraitseg.lit.schedules import warmup_schedule
-from portraitseg.render import render_loss
+from portraitseg.render import person_alpha_from_matte, render_loss
 from portraitseg.viz import prediction_grid
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,12 @@ def _plain(value: Any) -> Any:
 
 
 class SegmentationModule(L.LightningModule):
-    """Softmax cross-entropy training of a segmenter, with Helen metrics.
+    """Softmax cross-entropy training of a segmenter (and its person head), with Helen metrics.
+
+    Batches hold ``image``, ``mask`` (class ids; 255 = unknown, skipped) and optionally ``person``
+    (``(B, 1, H, W)`` soft matte, negative = unknown) and ``source`` (names of the data source:
+    validation metrics are then logged per source as ``val/<source>/<metric>`` with their mean
+    headline ``val/score``; see :class:`portraitseg.data.mixed.MixedDataModule`).
 
     Every argument is a plain config mapping (so checkpoints are self-describing and load with
     ``weights_only=True``):
@@ -46,7 +52,11 @@ class SegmentationModule(L.LightningModule):
         optimizer: ``{"_target_": "torch.optim.Adam", "lr": ..., ...}`` (instantiated with params).
         scheduler: keyword arguments of :func:`portraitseg.lit.schedules.warmup_schedule`
             (without optimizer/total_steps), or ``None`` for a constant LR.
-        loss: ``{"class_weights": list | None, "label_smoothing": float, "render_weight": float}``;
+        loss: ``{"class_weights": list | None, "label_smoothing": float, "ohem": float | None,
+            "person_weight": float, "person_iou_weight": float, "render_weight": float}``;
+            ``ohem`` averages the parse CE over the hardest share of pixels only; the person head
+            (when the model has one) is trained with ``person_weight`` times BCE +
+            ``person_iou_weight`` soft IoU (:func:`portraitseg.lit.losses.person_loss`);
             ``render_weight > 0`` adds the render loss (:func:`portraitseg.render.render_loss`: L1
             between the portrait rendered from the predicted probabilities and the one rendered
             from the ground truth) with that weight. Off (0) by default.
@@ -81,13 +91,19 @@ class SegmentationModule(L.LightningModule):
             persistent=False,
         )
         self.label_smoothing = float(loss.get("label_smoothing", 0.0))
+        self.ohem = None if loss.get("ohem") is None else float(loss["ohem"])
+        self.person_weight = float(loss.get("person_weight", 1.0))
+        self.person_iou_weight = float(loss.get("person_iou_weight", 1.0))
+        self.has_person = bool(getattr(self.net, "person_head", False))
         self.render_weight = float(loss.get("render_weight", 0.0))
         self.renderer = self._build_renderer(render, num_classes)
         if self.render_weight and self.renderer is None:
             raise ValueError("loss.render_weight > 0 needs a render config (e.g. render=disc)")
         self.val_metrics = HelenMetrics(num_classes)
         self.test_metrics = HelenMetrics(num_classes)
-        self._val_batch: dict | None = None
+        #: per-source validation metrics of mixed data: {source: (HelenMetrics, PersonMetrics)}
+        self._source_metrics: dict[str, tuple[HelenMetrics, PersonMetrics]] = {}
+        self._val_batches: dict[str, dict] = {}
         self._val_scores: dict[str, float] = {}
 
     @staticmethod
@@ -103,23 +119,39 @@ class SegmentationModule(L.LightningModule):
         """Image ``(B, 3, H, W)`` in [0, 1] -> logits ``(B, K, H, W)``."""
         return self.net(image)
 
+    def segment(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(class logits (B, K, H, W), person logit (B, 1, H, W) or None)``."""
+        return self.net.segment(image) if hasattr(self.net, "segment") else (self.net(image), None)
+
+    def predict(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`segment`, flip-averaged (left/right classes swapped) when ``tta_flip`` is set."""
+        logits, person = self.segment(image)
+        if self.hparams.tta_flip:
+            m_logits, m_person = self.segment(image.flip(-1))
+            logits = 0.5 * (logits + (flip_logits(m_logits) if self.num_classes == NUM_CLASSES
+                                      else m_logits.flip(-1)))
+            if person is not None:
+                person = 0.5 * (person + m_person.flip(-1))
+        return logits, person
+
     def predict_logits(self, image: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, K, H, W)``, flip-averaged when ``tta_flip`` is set."""
-        logits = self(image)
-        if self.hparams.tta_flip:
-            mirrored = self(image.flip(-1))
-            logits = 0.5 * (logits + (flip_logits(mirrored) if self.num_classes == NUM_CLASSES
-                                      else mirrored.flip(-1)))
-        return logits
+        return self.predict(image)[0]
 
     def loss(self, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(
-            logits, mask, weight=self.class_weights, label_smoothing=self.label_smoothing
-        )
+        """Parse cross-entropy over the known pixels (:func:`portraitseg.lit.losses.parse_loss`)."""
+        return parse_loss(logits, mask, self.class_weights, self.label_smoothing, self.ohem)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        logits = self(batch["image"])
+        logits, person = self.segment(batch["image"])
         loss = self.loss(logits, batch["mask"])
+        if person is not None and "person" in batch:
+            term = person_loss(person, batch["person"], self.person_iou_weight)
+            self.log("train/person_loss", term, on_step=True, on_epoch=True, batch_size=len(logits),
+                     sync_dist=True)
+            self.log("train/parse_loss", loss, on_step=True, on_epoch=True, batch_size=len(logits),
+                     sync_dist=True)
+            loss = loss + self.person_weight * term
         if self.render_weight:
             term = render_loss(batch["image"], logits.softmax(1), batch["mask"], self.renderer)
             self.log("train/render_loss", term, on_step=True, on_epoch=True, batch_size=len(logits))
@@ -128,29 +160,76 @@ class SegmentationModule(L.LightningModule):
                  batch_size=len(logits), sync_dist=True)
         return loss
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        logits = self.predict_logits(batch["image"])
-        self.log("val/loss", self.loss(logits, batch["mask"]), prog_bar=True, sync_dist=True,
-                 batch_size=len(logits))
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        logits, person = self.predict(batch["image"])
+        source = batch["source"][0] if "source" in batch else ""
+        prefix = f"val/{source}/" if source else "val/"
+        mask = batch["mask"]
         preds = logits.argmax(1)
-        self.val_metrics.update(preds, batch["mask"])
-        if batch_idx == 0 and self.hparams.num_log_images:
+        known = bool((mask != 255).any())
+        if known:
+            self.log(f"{prefix}loss", self.loss(logits, mask), prog_bar=not source, sync_dist=True,
+                     batch_size=len(logits), add_dataloader_idx=False)
+        if source:
+            parse_metrics, person_metrics = self._metrics_of(source)
+            if known:
+                parse_metrics.update(preds, mask)
+            if person is not None and "person" in batch:
+                person_metrics.update(person.sigmoid(), batch["person"])
+        else:
+            self.val_metrics.update(preds, mask)
+        if batch_idx == 0 and self.hparams.num_log_images and source not in self._val_batches:
             n = self.hparams.num_log_images
-            self._val_batch = {"image": batch["image"][:n], "mask": batch["mask"][:n],
-                               "pred": preds[:n], "probs": logits[:n].softmax(1)}
+            self._val_batches[source] = {
+                "image": batch["image"][:n], "mask": mask[:n], "pred": preds[:n],
+                "probs": logits[:n].softmax(1),
+                "person": None if person is None else person[:n].sigmoid(),
+            }
+
+    def _metrics_of(self, source: str) -> tuple[HelenMetrics, PersonMetrics]:
+        if source not in self._source_metrics:
+            self._source_metrics[source] = (HelenMetrics(self.num_classes).to(self.device),
+                                            PersonMetrics().to(self.device))
+        return self._source_metrics[source]
 
     def on_validation_epoch_end(self) -> None:
-        scores = self.val_metrics.compute()
-        self.val_metrics.reset()
-        self._val_scores = {k: float(v) for k, v in scores.items()}
-        headline = "f1_overall" if "f1_overall" in scores else "miou"
-        # scores come from a confusion matrix already summed over ranks: identical everywhere
-        self.log_dict({f"val/{k}": v.float() for k, v in scores.items() if k != headline},
-                      sync_dist=True)
-        self.log(f"val/{headline}", scores[headline].float(), prog_bar=True, sync_dist=True)
-        if self._val_batch is not None and not self.trainer.sanity_checking:
+        if self._source_metrics:
+            self._log_sources()
+        else:
+            scores = self.val_metrics.compute()
+            self.val_metrics.reset()
+            self._val_scores = {k: float(v) for k, v in scores.items()}
+            headline = "f1_overall" if "f1_overall" in scores else "miou"
+            # scores come from a confusion matrix already summed over ranks: identical everywhere
+            self.log_dict({f"val/{k}": v.float() for k, v in scores.items() if k != headline},
+                          sync_dist=True)
+            self.log(f"val/{headline}", scores[headline].float(), prog_bar=True, sync_dist=True)
+        if self._val_batches and not self.trainer.sanity_checking:
             self._log_grid()
-        self._val_batch = None
+        self._val_batches = {}
+
+    def _log_sources(self) -> None:
+        """Per-source scores ``val/<source>/<metric>`` and their mean headline ``val/score``
+        (each parse source's ``f1_overall`` (or ``miou``) and each person source's ``person_iou``)."""
+        logged: dict[str, torch.Tensor] = {}
+        headlines = []
+        for source, (parse_metrics, person_metrics) in self._source_metrics.items():
+            if int(parse_metrics.confusion.sum()) > 0:
+                scores = parse_metrics.compute()
+                logged.update({f"val/{source}/{k}": v.float() for k, v in scores.items()})
+                headlines.append(scores["f1_overall" if "f1_overall" in scores else "miou"].float())
+            if float(person_metrics.count) > 0:
+                scores = person_metrics.compute()
+                logged.update({f"val/{source}/{k}": v.float() for k, v in scores.items()})
+                headlines.append(scores["person_iou"].float())
+            parse_metrics.reset()
+            person_metrics.reset()
+        if headlines:
+            logged["val/score"] = torch.stack(headlines).mean()
+        self._val_scores = {k.removeprefix("val/"): float(v) for k, v in logged.items()}
+        self.log_dict({k: v for k, v in logged.items() if k != "val/score"}, sync_dist=True)
+        if "val/score" in logged:
+            self.log("val/score", logged["val/score"], prog_bar=True, sync_dist=True)
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         """Evaluate at the dataset's native label size: crop padding, resize logits back."""
@@ -174,11 +253,19 @@ class SegmentationModule(L.LightningModule):
         log_dir = self.trainer.log_dir or self.trainer.default_root_dir  # a broadcast: all ranks
         if not self.trainer.is_global_zero:
             return
-        batch = self._val_batch
+        batches = list(self._val_batches.values())
+        per = max(1, self.hparams.num_log_images // len(batches))
+        batch = {k: None if batches[0][k] is None else torch.cat([b[k][:per] for b in batches])
+                 for k in batches[0]}
         portraits = None
         if self.renderer is not None:
-            portraits, _ = self.renderer(batch["image"], probs=batch["probs"])
-        grid = prediction_grid(batch["image"], batch["mask"], batch["pred"], portraits)
+            if batch["person"] is not None:
+                alpha = person_alpha_from_matte(batch["person"], batch["probs"], self.renderer.keep,
+                                                from_logits=False)
+                portraits, _ = self.renderer(batch["image"], alpha=alpha)
+            else:
+                portraits, _ = self.renderer(batch["image"], probs=batch["probs"])
+        grid = prediction_grid(batch["image"], batch["mask"], batch["pred"], portraits, batch["person"])
         out = Path(log_dir) / "images"
         out.mkdir(parents=True, exist_ok=True)
         Image.fromarray(grid).save(out / f"val_epoch{self.current_epoch:03d}.png")

@@ -159,6 +159,7 @@ def create_model(
     encoder_name: str = "resnet50",
     encoder_weights: str | None = None,
     classes: int = NUM_CLASSES,
+    person_head: bool = False,
     **kwargs,
 ) -> Segmenter:
     """Build a :class:`Segmenter`: image ``(B, 3, H, W)`` in [0, 1] -> logits ``(B, classes, H, W)``.
@@ -170,6 +171,8 @@ def create_model(
             ``tu-<timm model>``...); ``resnet50``/``resnet101`` for ``tv_fcn``.
         encoder_weights: ``imagenet``, ``coco`` (``tv_fcn`` only) or ``None``.
         classes: number of output classes.
+        person_head: add a whole-person matte output (one more channel of the same head, a
+            sigmoid logit; :meth:`Segmenter.segment` returns it).
         **kwargs: passed to the architecture (``skip=True`` gives FCN-16s; smp decoder options).
     """
     if arch not in MODELS:
@@ -177,6 +180,6 @@ def create_model(
     builder, stride = MODELS[arch]
     if arch != "tv_fcn":
         check_encoder(encoder_name)
-    net = builder(encoder_name, encoder_weights, classes, **kwargs)
+    net = builder(encoder_name, encoder_weights, classes + int(person_head), **kwargs)
     mean, std = encoder_normalization(encoder_name)
-    return Segmenter(net, classes, mean, std, stride)
+    return Segmenter(net, classes, mean, std, stride, person_head=bool(person_head))
