@@ -35,6 +35,8 @@ STARTUP = [
      "from portraitseg.data.__main__ import main\nmain(['check', 'nowhere'])",
      ("torch", "lightning")),
     ("train.py module", "import portraitseg.cli.train", ("torch", "lightning")),
+    ("sweep summarize", "from portraitseg.sweep import main\nmain(['summarize', 'nowhere'])",
+     ("torch", "lightning")),
     ("load a weights file",
      f"from portraitseg.models import load_segmenter\nload_segmenter({str(DEFAULT_MODEL)!r})",
      ("lightning", "torchmetrics", "hydra", "albumentations")),
