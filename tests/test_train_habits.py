@@ -97,6 +97,23 @@ def test_stale_temporaries_of_our_naming_are_removed(tmp_path):
     assert alive.exists() and all(p.exists() for p in foreign)
 
 
+def test_training_render_preset_follows_the_cli_rules(tmp_path):
+    from portraitseg.cli.train import RunConfigError
+
+    with pytest.raises(RunConfigError, match=r"render: highlights=inf is not a finite number"):
+        train(config(tmp_path, "render.highlights=inf"))
+
+
+def test_eval_render_preset_follows_the_cli_rules(tmp_path):
+    from portraitseg.cli.eval import EvalConfigError, evaluate
+
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("eval", overrides=["ckpt_path=default", "render.strength=-1",
+                                         f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path}"])
+    with pytest.raises(EvalConfigError, match=r"render: strength=-1(\.0)? is out of range"):
+        evaluate(cfg)
+
+
 def test_extras_enforce_tags_and_tags_reach_metrics_json(tmp_path):
     with pytest.raises(ExtrasError, match=r"no tags: pass e.g. tags='\[baseline,helen\]'"):
         apply_extras(config(tmp_path, "tags=[]"))
@@ -132,6 +149,7 @@ def test_train_py_user_errors_are_one_line_exit_2(tmp_path):
                      "model.encoder_name=tu-mobilenetv3_small_050", "trainer.max_epochs=1", tiny=False)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert f"error: dataset root {tmp_path / 'nowhere'} does not exist" in proc.stderr
+    assert f"(data.root={tmp_path / 'nowhere'}: pass data.root=/path/to/the/dataset)" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

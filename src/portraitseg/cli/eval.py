@@ -136,6 +136,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Run the evaluation described by ``cfg`` (conf/eval.yaml); returns the metrics.json dict."""
     if not cfg.get("ckpt_path"):
         raise EvalConfigError(MISSING_CKPT)
+    if cfg.get("render"):
+        from portraitseg.cli.render import UsageError, check_render_options
+
+        try:
+            check_render_options(cfg.render, "render")
+        except UsageError as err:
+            raise EvalConfigError(str(err)) from None
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     path = resolve_model_path(cfg.ckpt_path)

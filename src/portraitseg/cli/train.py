@@ -126,6 +126,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     from portraitseg.lit.callbacks import resolve_ckpt_path
 
+    if cfg.get("render"):  # the preset of the validation grids: the CLI's rules
+        from portraitseg.cli.render import UsageError, check_render_options
+
+        try:
+            check_render_options(cfg.render, "render")
+        except UsageError as err:
+            raise RunConfigError(str(err)) from None
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     if cfg.get("deterministic"):
@@ -354,7 +361,10 @@ def hydra_main(cfg: DictConfig) -> float | None:
         metrics = train(cfg)
     except USER_ERRORS as err:
         # bad input named by the error itself: one line, no traceback (Hydra would print one)
-        print(f"error: {err}", file=sys.stderr)
+        hint = ""
+        if isinstance(err, DatasetNotFoundError) and cfg.get("data") and "root" in cfg.data:
+            hint = f" (data.root={cfg.data.root}: pass data.root=/path/to/the/dataset)"
+        print(f"error: {err}{hint}", file=sys.stderr)
         sys.exit(2)
     name = cfg.get("optimized_metric")
     if not name:
