@@ -86,6 +86,31 @@ def test_two_runs_never_choose_the_same_output(tmp_path):
     assert a.read_bytes() == b"first run" and b.read_bytes() == b"second run"
 
 
+def _claim_many(folder: str, start, out) -> None:
+    """One process's run: wait for the start signal, then name 25 portraits of the same photo."""
+    src = Path(folder) / "photo.jpg"
+    namer = OutputNamer([src], overwrite=False)
+    start.wait()
+    out.put([namer(src, Path(folder), stages=False)[0].name for _ in range(25)])
+
+
+def test_concurrent_processes_get_distinct_names(tmp_path):
+    """Real processes racing for the same names in one folder: every name is given out once."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    (tmp_path / "photo.jpg").write_bytes(b"input")
+    start, out = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=_claim_many, args=(str(tmp_path), start, out)) for _ in range(3)]
+    for proc in procs:
+        proc.start()
+    start.set()
+    names = [name for _ in procs for name in out.get(timeout=60)]
+    for proc in procs:
+        proc.join(timeout=60)
+    assert len(names) == 75 and len(set(names)) == 75, sorted(names)
+
+
 def test_a_concurrent_runs_file_is_never_replaced(tmp_path):
     """A file another run wrote after this run started (same name) is skipped, bytes unchanged."""
     src = tmp_path / "photo.png"
