@@ -14,7 +14,7 @@ import torch
 from portraitseg.cli.export import DEFAULT_OPSET, PARITY_ATOL, export_onnx, parity
 from portraitseg.cli.main import main as cli_main
 from portraitseg.models import create_model
-from portraitseg.models.checkpoint import load_segmenter
+from portraitseg.models.checkpoint import default_model_path, load_segmenter
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -214,3 +214,13 @@ def test_read_rgb_applies_exif_orientation(tmp_path):
     (tmp_path / "empty.jpg").write_bytes(b"")
     with pytest.raises(ValueError, match="not an image"):
         read_rgb(tmp_path / "empty.jpg")
+
+
+@pytest.mark.skipif(default_model_path() is None, reason="no bundled default model in this checkout")
+def test_cli_export_of_the_bundled_default_model(tmp_path, capsys):
+    out = tmp_path / "default.onnx"
+    assert cli_main(["export", "--ckpt", "default", "--onnx", str(out), "--image-size", "64", "64"]) == 0
+    printed = capsys.readouterr().out
+    assert "(ok)" in printed
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert meta["portraitseg.source"] == "default.pt"
