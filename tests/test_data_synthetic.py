@@ -229,7 +229,7 @@ def test_command_line(tmp_path, capsys):
     assert "2 train + 1 test" in capsys.readouterr().out
     assert read_manifest(root)["params"] == {"n": 3, "seed": 2, "size": [40, 56], "test_fraction": 0.2}
     args = parser.parse_args(["synth", "--root", str(root), "--n", "4", "--size", "40x56"])
-    assert args.func(args) == 2 and "--force" in capsys.readouterr().out
+    assert args.func(args) == 2 and "--force" in capsys.readouterr().err  # errors go to stderr
     with pytest.raises(SystemExit):
         parser.parse_args(["synth", "--size", "tiny"])
     assert "expected an integer or HxW" in capsys.readouterr().err
