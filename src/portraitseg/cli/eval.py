@@ -226,6 +226,9 @@ def _write_outputs(cfg: DictConfig, module: SegmentationModule, dataset, result:
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="eval")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the overall F1 (mIoU for non-Helen class sets)."""
+    from portraitseg.cli.extras import quiet_known_noise
+
+    quiet_known_noise()
     try:
         scores = evaluate(cfg)["scores"]
     except (EvalConfigError, InputError, FileNotFoundError) as err:
