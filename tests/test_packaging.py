@@ -35,6 +35,7 @@ STARTUP = [
      "from portraitseg.data.__main__ import main\nmain(['check', 'nowhere'])",
      ("torch", "lightning")),
     ("train.py module", "import portraitseg.cli.train", ("torch", "lightning")),
+    ("eval.py module", "import portraitseg.cli.eval", ("torch", "lightning")),
     ("sweep summarize", "from portraitseg.sweep import main\nmain(['summarize', 'nowhere'])",
      ("torch", "lightning")),
     ("load a weights file",

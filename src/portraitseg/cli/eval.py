@@ -16,23 +16,21 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
-import lightning as L
 import numpy as np
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
-from PIL import Image
-from torch.utils.data import DataLoader
 
 from portraitseg.cli import config_dir
-from portraitseg.data import HelenDataModule, collate
 from portraitseg.io import InputError
-from portraitseg.lit import SegmentationModule, scores_from_confusion
-from portraitseg.models.checkpoint import load_weights, read_model_file, resolve_model_path
-from portraitseg.viz import prediction_grid
+
+if TYPE_CHECKING:  # imported when an evaluation starts, so `eval.py --help` and config errors are quick
+    import lightning as L
+
+    from portraitseg.data import HelenDataModule
+    from portraitseg.lit import SegmentationModule
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 log = logging.getLogger(__name__)
@@ -50,7 +48,7 @@ class EvalConfigError(ValueError):
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
+    if hasattr(value, "tolist") and not isinstance(value, (list, tuple)):  # tensors, arrays
         value = value.tolist()
     if isinstance(value, float):
         return None if math.isnan(value) or math.isinf(value) else value
@@ -117,10 +115,19 @@ def confusion_figure(cm: np.ndarray, class_names: Sequence[str], path: str | os.
     plt.close(fig)
 
 
-@torch.no_grad()
 def sample_predictions(module: SegmentationModule, dataset, n: int) -> np.ndarray:
     """(image | truth | prediction [| portrait]) rows for the first ``n`` samples, at the network
     input size; the portrait column is rendered with the ``render`` preset when one is set."""
+    import torch
+
+    with torch.no_grad():
+        return _sample_predictions(module, dataset, n)
+
+
+def _sample_predictions(module: SegmentationModule, dataset, n: int) -> np.ndarray:
+    from portraitseg.data import collate
+    from portraitseg.viz import prediction_grid
+
     batch = collate([dataset[i] for i in range(min(n, len(dataset)))])
     module.eval()
     image = batch["image"].to(module.device)
@@ -134,6 +141,13 @@ def sample_predictions(module: SegmentationModule, dataset, n: int) -> np.ndarra
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Run the evaluation described by ``cfg`` (conf/eval.yaml); returns the metrics.json dict."""
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    from portraitseg.data import collate
+    from portraitseg.lit import SegmentationModule, scores_from_confusion
+    from portraitseg.models.checkpoint import load_weights, read_model_file, resolve_model_path
+
     if not cfg.get("ckpt_path"):
         raise EvalConfigError(MISSING_CKPT)
     if cfg.get("render"):
@@ -212,6 +226,8 @@ def _write_outputs(cfg: DictConfig, module: SegmentationModule, dataset, result:
     (out / "metrics.json").write_text(json.dumps(_jsonable(result), indent=1) + "\n")
     confusion_figure(np.asarray(result["confusion"]), result["class_names"], out / "confusion.png")
     if cfg.get("num_figures"):
+        from PIL import Image
+
         grid = sample_predictions(module, dataset, int(cfg.num_figures))
         Image.fromarray(grid).save(out / "predictions.png")
     title = (f"{Path(result['checkpoint']).name} on {result['split']} "
