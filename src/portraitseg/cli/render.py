@@ -1,10 +1,9 @@
 """``portraitseg render``: photos in, shallow depth-of-field portraits out.
 
-For each input: decode once at full resolution (EXIF-upright, :func:`portraitseg.io.read_image`),
-letterbox a copy to the model's input size, segment it (optionally flip-averaged), crop the
-letterbox and hand the class probabilities at model resolution to the renderer together with the
-full-resolution photo; the renderer upsamples and refines the subject alpha itself. The output
-keeps the input's file format and size.
+For each input: decode once at full resolution (EXIF-upright, :func:`portraitseg.io.read_image`)
+and run :class:`portraitseg.pipeline.PortraitPipeline` on it (both segmentation passes, the
+subject alpha and the render); this module only parses arguments, handles files and reports. The
+output keeps the input's file format and size; ``--save-alpha`` also writes the subject alpha.
 
 Render options come from the Hydra group ``conf/render/`` (``--render PRESET``, composed through
 ``conf/render.yaml``); ``--strength``, ``--falloff``, ``--feather``, ``--highlights`` override
@@ -32,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from portraitseg.classes import CLASS_NAMES, F1_GROUPS, NUM_CLASSES, class_ids, flip_logits
+from portraitseg.classes import CLASS_NAMES, F1_GROUPS, NUM_CLASSES, class_ids
 from portraitseg.cli.args import float_in, int_in
 from portraitseg.io import (
     IMAGE_SUFFIXES,
@@ -59,7 +58,9 @@ DEFAULT_MODEL_SIZE = 256
 STAGES_PANEL = 768
 PORTRAIT_TAG = "_portrait"
 STAGES_TAG = "_stages"
-_OUTPUT_NAME = re.compile(rf"({re.escape(PORTRAIT_TAG)}|{re.escape(STAGES_TAG)})(_\d+)?$")
+ALPHA_TAG = "_alpha"
+_OUTPUT_NAME = re.compile(
+    rf"({re.escape(PORTRAIT_TAG)}|{re.escape(STAGES_TAG)}|{re.escape(ALPHA_TAG)})(_\d+)?$")
 
 
 class UsageError(ValueError):
@@ -263,19 +264,34 @@ class OutputNamer:
                     path.unlink()
 
     def __call__(self, src: Path, folder: Path, stages: bool) -> tuple[Path, Path | None]:
+        """``(portrait, stages figure or None)`` for ``src`` (see :meth:`reserve`)."""
+        portrait, figure, _ = self.reserve(src, folder, stages)
+        return portrait, figure
+
+    def reserve(
+        self, src: Path, folder: Path, stages: bool, alpha: bool = False
+    ) -> tuple[Path, Path | None, Path | None]:
+        """``(portrait, stages figure or None, alpha matte or None)``, all sharing one number
+        (``<stem>_alpha<num>.png`` is the matte), each reserved on disk."""
         ext = _output_suffix(src)
         n = 0
         while True:
             num = f"_{n}" if n else ""
             portrait = folder / f"{src.stem}{PORTRAIT_TAG}{num}{ext}"
-            figure = folder / f"{src.stem}{STAGES_TAG}{num}.jpg" if stages else None
-            if self._free(portrait) and (figure is None or self._free(figure)) and self._reserve(portrait):
-                if figure is None or self._reserve(figure):
-                    self.claimed.add(portrait.resolve())
-                    if figure is not None:
-                        self.claimed.add(figure.resolve())
-                    return portrait, figure
-                self._unreserve(portrait)
+            extras = [folder / f"{src.stem}{STAGES_TAG}{num}.jpg" if stages else None,
+                      folder / f"{src.stem}{ALPHA_TAG}{num}.png" if alpha else None]
+            wanted = [portrait, *(p for p in extras if p is not None)]
+            if all(self._free(p) for p in wanted):
+                taken: list[Path] = []
+                for path in wanted:
+                    if not self._reserve(path):
+                        break
+                    taken.append(path)
+                else:
+                    self.claimed.update(p.resolve() for p in wanted)
+                    return portrait, extras[0], extras[1]
+                for path in taken:
+                    self._unreserve(path)
             n += 1
 
     def written(self, *paths: Path | None) -> None:
@@ -313,12 +329,7 @@ class Job:
     """Everything :func:`render_file` needs, fixed for a run."""
 
     model: Model
-    renderer: torch.nn.Module
-    keep: tuple[int, ...]
-    subject: str
-    person: Model | None
-    person_options: dict[str, Any]
-    tta: bool
+    pipeline: torch.nn.Module  # portraitseg.pipeline.PortraitPipeline
     max_pixels: int
     quality: int
     device: torch.device
@@ -473,79 +484,19 @@ def pick_device(name: str) -> torch.device:
 # segmentation at model resolution
 
 
-def letterbox(rgb: np.ndarray, size: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """Resize ``(H, W, 3)`` uint8 so its long side is ``size`` and pad bottom/right with black to a
-    ``size x size`` square (the layout of the eval transform). Returns the square and the
-    ``(h, w)`` of the image inside it."""
-    import cv2
-
-    h, w = rgb.shape[:2]
-    scale = size / max(h, w)
-    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    if (nh, nw) != (h, w):
-        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-        rgb = cv2.resize(rgb, (nw, nh), interpolation=interp)
-    out = np.zeros((size, size, 3), np.uint8)
-    out[:nh, :nw] = rgb
-    return out, (nh, nw)
-
-
 def segment(model: Model, rgb: np.ndarray, tta: bool = False) -> torch.Tensor:
     """Class probabilities ``(1, K, h, w)`` of a photo ``(H, W, 3)`` uint8 at model resolution
-    (``h, w``: the photo's size scaled so its long side is ``model.size``; letterbox cropped)."""
-    return segment_all(model, rgb, tta)[0]
-
-
-def segment_all(model: Model, rgb: np.ndarray, tta: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """:func:`segment` plus the person matte ``(1, 1, h, w)`` in [0, 1] of a model with a person
-    head (``None`` otherwise), from the same pass."""
+    (``h, w``: the photo's size scaled so its long side is ``model.size``; letterbox cropped):
+    pass 1 of the pipeline (:func:`portraitseg.pipeline.segment_letterboxed`)."""
     import torch
 
+    from portraitseg.classes import FLIP_PERMUTATION
+    from portraitseg.pipeline import segment_letterboxed
+
     device = next(model.net.parameters()).device
-    square, (h, w) = letterbox(rgb, model.size)
-    x = torch.from_numpy(square).to(device).permute(2, 0, 1)[None].float().div_(255)
-    run = getattr(model.net, "segment", None) or (lambda t: (model.net(t), None))
-    logits, person = run(x)
-    if tta:
-        # un-flipped, the mirrored square's prediction of photo column j is at column j again (its
-        # padding moved to the left and back), so the two align over the photo; padding is cropped
-        mirrored, m_person = run(x.flip(-1))
-        logits = 0.5 * (logits + (flip_logits(mirrored) if model.helen else mirrored.flip(-1)))
-        if person is not None:
-            person = 0.5 * (person + m_person.flip(-1))
-    probs = logits[..., :h, :w].float().softmax(1)
-    return probs, None if person is None else person[..., :h, :w].float().sigmoid()
-
-
-# --------------------------------------------------------------------------------------------
-# subject alpha
-
-
-def subject_alpha_for(
-    job: Job, image: torch.Tensor, probs: torch.Tensor, person: torch.Tensor | None = None
-) -> tuple[torch.Tensor | None, list[str]]:
-    """Alpha ``(1, 1, h, w)`` of the subject (None: the renderer sums the kept classes itself).
-
-    ``person`` with a model that has a person head: its learned person matte united with the
-    kept classes; with ``--person-ckpt``: the person model's mask united with the kept face
-    classes; ``person`` with a face-only model: the face parse extended to the body
-    (:func:`portraitseg.render.person.person_alpha`); ``face``: the kept classes only (the paper).
-    """
-    if job.subject == "person" and person is not None and job.person is None:
-        from portraitseg.render.alpha import person_alpha_from_matte
-
-        return person_alpha_from_matte(person, probs, job.keep, from_logits=False), []
-    if job.person is not None:
-        from portraitseg.render.person import person_alpha_from_model
-
-        return person_alpha_from_model(image, job.person.net, probs, job.keep, input_size=job.person.size,
-                                       **{k: v for k, v in job.person_options.items() if k == "work_size"})
-    if job.subject == "face":
-        return None, []
-    from portraitseg.render.person import person_alpha
-
-    return person_alpha(image, probs, job.keep, **job.person_options)
-
+    image = torch.from_numpy(rgb).to(device).permute(2, 0, 1)[None].float().div_(255)
+    perm = torch.tensor(FLIP_PERMUTATION, device=device) if model.helen else None
+    return segment_letterboxed(model.net, image, model.size, tta=tta, flip_perm=perm)[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -613,9 +564,10 @@ def _to_uint8(x: torch.Tensor) -> np.ndarray:
     return x[0].clamp(0, 1).mul(255).add_(0.5).byte().permute(1, 2, 0).cpu().numpy()
 
 
-def render_file(job: Job, src: Path, out: Path, figure: Path | None) -> list[str]:
-    """Render one photo into ``out`` (and the stages figure into ``figure``); returns warnings
-    (e.g. that only the first frame of an animated GIF or multi-page TIFF was rendered)."""
+def render_file(job: Job, src: Path, out: Path, figure: Path | None, alpha: Path | None = None) -> list[str]:
+    """Render one photo into ``out`` (the stages figure into ``figure``, the 8-bit subject alpha
+    into ``alpha``); returns warnings (e.g. that only the first frame of an animated GIF or
+    multi-page TIFF was rendered, or a fallback of the subject)."""
     import torch
 
     with warnings.catch_warnings(record=True) as caught:
@@ -624,30 +576,27 @@ def render_file(job: Job, src: Path, out: Path, figure: Path | None) -> list[str
     notes = [str(w.message).removeprefix(f"{src}: ")
              for w in caught if issubclass(w.category, MultiFrameWarning)]
     with torch.inference_mode():
-        return notes + _render(job, rgb, out, figure)
+        return notes + _render(job, rgb, out, figure, alpha)
 
 
-def _render(job: Job, rgb: np.ndarray, out: Path, figure: Path | None) -> list[str]:
+def _render(job: Job, rgb: np.ndarray, out: Path, figure: Path | None, alpha_out: Path | None) -> list[str]:
     import torch
     import torch.nn.functional as F
 
-    probs, person = segment_all(job.model, rgb, job.tta)
-    image = torch.from_numpy(rgb).to(job.device).permute(2, 0, 1)[None].float().div_(255)
-    alpha, notes = subject_alpha_for(job, image, probs, person)
-    if alpha is None:
-        portrait, used = job.renderer(image, probs=probs)
-    else:
-        portrait, used = job.renderer(image, alpha=alpha.to(image.dtype))
+    image = torch.from_numpy(rgb).to(job.device).permute(2, 0, 1)[None]  # uint8: the pipeline scales it
+    result = job.pipeline(image)
     del image
-    result = _to_uint8(portrait)
-    write_image(out, result, quality=job.quality)
+    portrait = _to_uint8(result.portrait)
+    write_image(out, portrait, quality=job.quality)
+    if alpha_out is not None:
+        write_image(alpha_out, result.alpha[0, 0].clamp(0, 1).mul(255).add_(0.5).byte().cpu().numpy())
     if figure is not None:
         size = panel_size(*rgb.shape[:2])
-        label = F.interpolate(probs, size=size, mode="bilinear", align_corners=False)[0].argmax(0)
-        label = label.byte().cpu().numpy()
-        fig = stages_figure(rgb, label, used[0, 0].float().cpu().numpy(), result)
+        label = F.interpolate(result.parse, size=size, mode="bilinear", align_corners=False)[0].argmax(0)
+        used = result.alpha[0, 0].float().cpu().numpy()
+        fig = stages_figure(rgb, label.byte().cpu().numpy(), used, portrait)
         write_image(figure, fig, quality=job.quality)
-    return notes
+    return result.notes
 
 
 def _error_text(err: BaseException) -> str:
@@ -717,15 +666,22 @@ def build_job(args: argparse.Namespace) -> Job:
             keep = parse_keep(spec, model)
     if max(keep) >= model.classes:
         raise UsageError(f"--keep: class ids {keep} do not exist in this {model.classes}-class model")
-    renderer, preset_subject, person_options = build_renderer(node, keep)
+    renderer, preset_subject, _ = build_renderer(node, keep)
 
-    subject = args.subject or preset_subject
-    if person is None and subject == "person" and not model.helen:
-        _say("warning: the model is not a Helen face parser; rendering the kept classes as the "
-             "subject (--subject face)", file=sys.stderr)
-        subject = "face"
-    return Job(model, renderer.to(device), keep, subject, person, person_options, args.tta, args.max_pixels,
-               args.quality, device)
+    from portraitseg.pipeline import PipelineError, PortraitPipeline
+
+    try:
+        pipeline = PortraitPipeline(
+            model.net, renderer, subject=args.subject or preset_subject, keep=keep, tta=args.tta,
+            model_size=model.size, person_model=None if person is None else person.net,
+            person_model_size=DEFAULT_MODEL_SIZE if person is None else person.size,
+            class_names=model.info.get("class_names") or None,
+        ).to(device).eval()
+    except PipelineError as err:
+        raise UsageError(str(err)) from None
+    for note in pipeline.notes:
+        _say(f"warning: {note}", file=sys.stderr)
+    return Job(model, pipeline, args.max_pixels, args.quality, device)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -761,9 +717,9 @@ def _run(args: argparse.Namespace) -> int:
             try:
                 folder = outdir / rel
                 folder.mkdir(parents=True, exist_ok=True)
-                out, figure = namer(src, folder, args.stages)
-                notes = render_file(job, src, out, figure)
-                namer.written(out, figure)
+                out, figure, alpha = namer.reserve(src, folder, args.stages, args.save_alpha)
+                notes = render_file(job, src, out, figure, alpha)
+                namer.written(out, figure, alpha)
             except Exception as err:  # noqa: BLE001 - one bad file must not stop the others
                 namer.release()
                 failed += 1
@@ -774,7 +730,7 @@ def _run(args: argparse.Namespace) -> int:
                 for warning in notes:
                     _say(f"warning: {src}: {warning}", file=sys.stderr)
                 if not args.quiet:
-                    extra = f" + {figure}" if figure is not None else ""
+                    extra = "".join(f" + {p}" for p in (figure, alpha) if p is not None)
                     _say(f"{src} -> {out}{extra} ({time.perf_counter() - t0:.2f} s)")
             if progress:
                 progress.advance(task)
@@ -845,9 +801,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--keep", metavar="CLASSES",
                         help="classes kept sharp, e.g. hair,skin or face (default: the preset's; all but "
                              "background)")
-    parser.add_argument("--subject", choices=("person", "face"),
-                        help="person: keep the whole person sharp (face parse extended to the body; "
-                             "default); face: only the kept classes (the paper)")
+    parser.add_argument("--subject", choices=("person", "person_grabcut", "face"),
+                        help="person: keep the whole person sharp (the model's person matte; a model "
+                             "without one falls back to person_grabcut; default); person_grabcut: the "
+                             "face parse extended to the body by GrabCut; face: only the kept classes "
+                             "(the paper)")
     parser.add_argument("--person-ckpt", metavar="PATH",
                         help="2-class person segmenter; subject = its person mask + the kept face classes")
     group = parser.add_argument_group("render overrides (on top of the preset)")
@@ -863,6 +821,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     run_group = parser.add_argument_group("processing")
     run_group.add_argument("--stages", action="store_true",
                            help="also write <stem>_stages.jpg: input | segmentation | foreground | portrait")
+    run_group.add_argument("--save-alpha", action="store_true",
+                           help="also write <stem>_alpha.png: the subject matte (8-bit, 255 = kept sharp, "
+                                "the photo's size) to composite with")
     run_group.add_argument("--recursive", action="store_true", help="descend into sub-folders")
     run_group.add_argument("--overwrite", action="store_true",
                            help="replace existing outputs (inputs are never replaced)")

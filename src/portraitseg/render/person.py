@@ -54,7 +54,7 @@ from portraitseg.render.blur import check_blur_input
 
 #: Defaults of :func:`person_alpha` (192 px / 2 iterations: see experiments/person/results.md).
 #: What a portrait keeps sharp: the whole person, or the parsed face classes only (the paper).
-SUBJECTS = ("person", "face")
+SUBJECTS = ("person", "person_grabcut", "face")
 
 PERSON_DEFAULTS: dict[str, Any] = {
     "work_size": 192,

@@ -1,0 +1,633 @@
+"""``PortraitPipeline``: one tensor module from photo to portrait (two passes, subject, render).
+
+The steps, all on tensors and on the photo's device (kornia style: pure functions below, the
+module stores the options and calls them)::
+
+    photo (B, 3, H, W) --pass 1: the model on the whole photo (long side = model size)-->
+        person matte + coarse parse
+    --faces: connected components of the head classes of the coarse parse (kornia), each an
+        expanded square--> pass 2: the model on each face crop (face size, 256 px)
+    --the fine parse pasted back softly (feathered crop borders) on the parse grid-->
+    --subject alpha: max(person matte, P(kept)) * (1 - P(face classes not kept))-->
+    --PortraitRenderer: upsampled to the photo, guided-filter refined at full resolution,
+        background blurred and composited--> portrait (B, 3, H, W), alpha (B, 1, H, W)
+
+No step reads a tensor back to the host on an accelerator (no ``.item()``, no data-dependent
+shapes): pass 2 always runs ``max_faces`` crops per photo there and weights the crops that are
+not faces by 0; on the CPU, where reading back costs nothing, only real faces are parsed. The
+explicit fallback ``subject="person_grabcut"`` (a model without a person head) and a separate
+person model (``person_model``) leave the tensors for OpenCV, as documented in
+:mod:`portraitseg.render.person`.
+
+Example::
+
+    from portraitseg import PortraitPipeline
+    pipe = PortraitPipeline.from_pretrained("default", render="disc")
+    out = pipe(images)              # images (B, 3, H, W) in [0, 1] (or uint8), one size per batch
+    out.portrait, out.alpha, out.parse
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from portraitseg.classes import CLASS_NAMES, FLIP_PERMUTATION, NUM_CLASSES
+
+#: What a portrait keeps sharp: ``person`` (the learned person matte; a model without a person
+#: head falls back to ``person_grabcut``), ``person_grabcut`` (the face parse extended to the body
+#: by GrabCut, :func:`portraitseg.render.person.person_alpha`) or ``face`` (the kept parsed
+#: classes only, the paper).
+PIPELINE_SUBJECTS = ("person", "person_grabcut", "face")
+#: Model input size (long side) of pass 1 when the checkpoint does not record its training size.
+DEFAULT_MODEL_SIZE = 256
+#: Side of the square face crops of pass 2 (the HELEN* training crops).
+FACE_SIZE = 256
+#: Long side of the grid the fine parse is pasted on and the subject alpha built on (photos
+#: smaller than it keep their size); the renderer upsamples the alpha to the photo and refines it
+#: there with its guided filter, which itself solves at ``1 / subsample`` of the photo.
+PARSE_SIZE = 1024
+#: Faces parsed in pass 2 per photo (the largest ones).
+MAX_FACES = 4
+#: A face crop is the head's bounding box, squared and grown by this factor (HELEN* framing).
+FACE_EXPAND = 1.4
+#: Pass 2 runs on a face only if it gains resolution: crop side (pass-1 pixels) * this <= face size.
+MIN_GAIN = 1.5
+#: Heads smaller than this (long side of the box, pass-1 pixels) are left to pass 1.
+MIN_HEAD_PX = 4
+#: Heads fill at least this fraction of their box (scattered specks of head classes do not).
+MIN_FILL = 0.3
+#: Width of the soft border of a pasted crop, as a fraction of its half-side.
+PASTE_FEATHER = 0.2
+
+
+class PipelineError(ValueError):
+    """A pipeline cannot be built or run as asked (the message names the option and the fix)."""
+
+
+@dataclass
+class PortraitResult:
+    """What :meth:`PortraitPipeline.forward` returns.
+
+    Attributes:
+        portrait: ``(B, 3, H, W)`` in [0, 1], the photo's size, dtype float32.
+        alpha: ``(B, 1, H, W)`` in [0, 1], the subject alpha the render used (1 = kept sharp).
+        parse: class probabilities ``(B, K, h, w)`` on the parse grid (long side
+            ``min(parse_size, max(H, W))``): pass 1 with the face crops of pass 2 pasted in.
+        person: person-matte probability ``(B, 1, h1, w1)`` at pass-1 resolution, or ``None``
+            (no person head).
+        faces: ``(B, M, 4)`` face crops ``x0, y0, x1, y1`` in photo pixels (squares).
+        face_used: ``(B, M)`` bool, the crops that were parsed and pasted back.
+        notes: warnings for the caller to show (fallbacks taken, e.g. GrabCut found no face).
+    """
+
+    portrait: torch.Tensor
+    alpha: torch.Tensor
+    parse: torch.Tensor
+    person: torch.Tensor | None
+    faces: torch.Tensor
+    face_used: torch.Tensor
+    notes: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------
+# pure functions
+
+
+def stack_images(images: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+    """Images as one float ``(B, 3, H, W)`` batch in [0, 1].
+
+    Args:
+        images: a ``(B, 3, H, W)`` / ``(3, H, W)`` tensor or a sequence of ``(3, H, W)`` tensors
+            of one size; float in [0, 1] or uint8 (divided by 255).
+
+    Raises:
+        PipelineError: mixed sizes (naming them), wrong shapes or dtypes.
+    """
+    if isinstance(images, torch.Tensor):
+        batch = images[None] if images.ndim == 3 else images
+    else:
+        items = list(images)
+        if not items:
+            raise PipelineError("no images given: pass a (B, 3, H, W) tensor or a list of (3, H, W) tensors")
+        sizes = [tuple(t.shape[-2:]) for t in items]
+        if len(set(sizes)) > 1:
+            listed = ", ".join(f"#{i} {h}x{w}" for i, (h, w) in enumerate(sizes))
+            raise PipelineError(
+                f"images of mixed sizes in one batch ({listed}); a batch holds one size: call the "
+                "pipeline once per size (group photos by size) or resize them first"
+            )
+        batch = torch.stack([t if t.ndim == 3 else t.squeeze(0) for t in items])
+    if batch.ndim != 4 or batch.shape[1] != 3:
+        raise PipelineError(f"images must be (B, 3, H, W) RGB, got shape {tuple(batch.shape)}")
+    if batch.dtype == torch.uint8:
+        return batch.float().div_(255)
+    if not batch.is_floating_point():
+        raise PipelineError(f"images must be float in [0, 1] or uint8, got {batch.dtype}")
+    return batch.float()
+
+
+def model_grid(height: int, width: int, size: int) -> tuple[int, int]:
+    """``(h, w)`` of a photo scaled so its long side is ``size`` (aspect kept, at least 1)."""
+    scale = size / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resize ``(B, C, H, W)`` to ``size``: bilinear, antialiased when shrinking; large reductions
+    first take every k-th pixel (k <= half the reduction), so a 12 MP photo is not read in full."""
+    from portraitseg.render.person import resize_tensor
+
+    return resize_tensor(x, size)
+
+
+def segment_letterboxed(
+    model: nn.Module, image: torch.Tensor, size: int, *, tta: bool = False,
+    flip_perm: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Pass 1: the model on the photo letterboxed to ``size x size`` (long side ``size``, black
+    padding bottom/right, the eval transform's layout), the padding cropped off.
+
+    Args:
+        model: a :class:`~portraitseg.models.Segmenter` (``segment``) or any ``image -> logits`` net.
+        image: ``(B, 3, H, W)`` in [0, 1].
+        tta: average with the mirrored photo's prediction; ``flip_perm`` (``(K,)`` long, on the
+            image's device) swaps left/right classes of the mirrored parse (None: no swap).
+
+    Returns:
+        ``(probs (B, K, h, w), person (B, 1, h, w) probability or None)``, ``(h, w) =
+        model_grid(H, W, size)``.
+    """
+    h, w = model_grid(image.shape[-2], image.shape[-1], size)
+    x = F.pad(resize(image, (h, w)), (0, size - w, 0, size - h))
+    logits, person = run_model(model, x, tta=tta, flip_perm=flip_perm)
+    probs = logits[..., :h, :w].float().softmax(1)
+    return probs, None if person is None else person[..., :h, :w].float().sigmoid()
+
+
+def run_model(
+    model: nn.Module, x: torch.Tensor, *, tta: bool = False, flip_perm: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(class logits (B, K, h, w), person logit (B, 1, h, w) or None)`` of ``x (B, 3, h, w)``,
+    flip-averaged with ``tta`` (the mirrored square's prediction of column j is at column j again
+    once un-flipped, so letterbox padding on the right stays on the right)."""
+    run = getattr(model, "segment", None) or (lambda t: (model(t), None))
+    logits, person = run(x)
+    if tta:
+        m_logits, m_person = run(x.flip(-1))
+        m_logits = m_logits.flip(-1)
+        if flip_perm is not None:
+            m_logits = m_logits.index_select(1, flip_perm)
+        logits = 0.5 * (logits + m_logits)
+        if person is not None:
+            person = 0.5 * (person + m_person.flip(-1))
+    return logits, person
+
+
+def find_heads(
+    probs: torch.Tensor, head: torch.Tensor, max_faces: int = MAX_FACES
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The largest connected regions of head classes in a parse, as boxes (no host sync).
+
+    Connected components are kornia's (8-connected, iterative max-pooling with as many
+    iterations as the grid's long side, so any region is labelled whole), found on the head mask
+    dilated by one pixel, so that parts of a head split by a one-pixel seam (hair / skin at low
+    resolution) stay one head; the boxes and areas are those of the undilated pixels.
+
+    Args:
+        probs: parse ``(B, K, h, w)`` (probabilities or logits: only the argmax is used).
+        head: ``(K,)`` bool, the head classes (skin, facial features, hair).
+        max_faces: ``M``, boxes per image.
+
+    Returns:
+        ``(boxes (B, M, 4) float x0, y0, x1, y1 in parse pixels (exclusive end), area (B, M)
+        float pixels)``, largest first; missing regions have area 0.
+    """
+    from kornia.contrib import connected_components
+
+    b, _, h, w = probs.shape
+    mask = head[probs.argmax(1)].float()[:, None]  # (B, 1, h, w)
+    grown = F.max_pool2d(mask, 3, stride=1, padding=1)
+    labels = connected_components(grown, num_iterations=max(h, w)).view(b, h * w)
+    # kornia labels: 0 background, else 1 + the largest pixel index of the region + b * h * w
+    ids = (labels - torch.arange(b, device=probs.device)[:, None] * (h * w)).clamp_(min=0)
+    ids = ids * mask.view(b, h * w).long()
+    ys = torch.arange(h, device=probs.device, dtype=torch.float32).repeat_interleave(w).expand(b, -1)
+    xs = torch.arange(w, device=probs.device, dtype=torch.float32).repeat(h).expand(b, -1)
+    n = h * w + 1
+
+    def reduce(values: torch.Tensor, how: str, init: float) -> torch.Tensor:
+        out = torch.full((b, n), init, device=probs.device)
+        return out.scatter_reduce_(1, ids, values, how, include_self=True)
+
+    area = torch.zeros(b, n, device=probs.device).scatter_add_(1, ids, torch.ones_like(xs))
+    area[:, 0] = 0
+    k = min(max_faces, n - 1)
+    top_area, top = area.topk(k, 1)
+    boxes = torch.stack([reduce(xs, "amin", float(w)), reduce(ys, "amin", float(h)),
+                         reduce(xs, "amax", -1.0) + 1, reduce(ys, "amax", -1.0) + 1], -1)
+    boxes = boxes.gather(1, top[..., None].expand(-1, -1, 4))
+    boxes = torch.where(top_area[..., None] > 0, boxes, torch.zeros_like(boxes))
+    if k < max_faces:
+        boxes = F.pad(boxes, (0, 0, 0, max_faces - k))
+        top_area = F.pad(top_area, (0, max_faces - k))
+    return boxes, top_area
+
+
+def face_squares(
+    boxes: torch.Tensor, area: torch.Tensor, grid: tuple[int, int], photo: tuple[int, int], *,
+    face_size: int = FACE_SIZE, expand: float = FACE_EXPAND, min_gain: float = MIN_GAIN,
+    min_head: float = MIN_HEAD_PX, min_fill: float = MIN_FILL,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Head boxes on the pass-1 grid -> square face crops in photo pixels, and which to parse.
+
+    Args:
+        boxes: ``(B, M, 4)`` head boxes on the ``grid`` ``(h, w)``; area: ``(B, M)``.
+        photo: ``(H, W)``.
+
+    Returns:
+        ``(squares (B, M, 4) x0, y0, x1, y1 in photo pixels, use (B, M) bool)``: a crop is used
+        when its head is at least ``min_head`` grid pixels long, fills ``min_fill`` of its box,
+        and pass 2 gains resolution (the crop spans at most ``face_size / min_gain`` grid pixels).
+    """
+    sy, sx = photo[0] / grid[0], photo[1] / grid[1]
+    x0, y0, x1, y1 = boxes.unbind(-1)
+    long_grid = torch.maximum(x1 - x0, y1 - y0)
+    side_grid = long_grid * expand
+    cx, cy = (x0 + x1) * 0.5 * sx, (y0 + y1) * 0.5 * sy
+    half = 0.5 * side_grid * max(sx, sy)
+    squares = torch.stack([cx - half, cy - half, cx + half, cy + half], -1)
+    fill = area / ((x1 - x0) * (y1 - y0)).clamp(min=1.0)
+    use = (area > 0) & (long_grid >= min_head) & (fill >= min_fill) & (side_grid * min_gain <= face_size)
+    return squares, use
+
+
+def crop_faces(image: torch.Tensor, squares: torch.Tensor, size: int = FACE_SIZE) -> torch.Tensor:
+    """``(B, 3, H, W)`` photo + ``(B, M, 4)`` squares -> ``(B * M, 3, size, size)`` crops
+    (``torchvision.ops.roi_align``, averaging several samples per output pixel; outside the photo
+    is black, like the letterbox padding)."""
+    from torchvision.ops import roi_align
+
+    b, m = squares.shape[:2]
+    index = torch.arange(b, device=image.device, dtype=squares.dtype).repeat_interleave(m)[:, None]
+    rois = torch.cat([index, squares.reshape(b * m, 4)], 1)
+    return roi_align(image, rois, (size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+
+
+def paste_faces(
+    coarse: torch.Tensor, fine: torch.Tensor, squares: torch.Tensor, use: torch.Tensor,
+    photo: tuple[int, int], feather: float = PASTE_FEATHER,
+) -> torch.Tensor:
+    """Paste face-crop parses softly into a parse.
+
+    Args:
+        coarse: ``(B, K, h, w)`` probabilities on a grid covering the photo ``(H, W)``.
+        fine: ``(B, M, K, S, S)`` probabilities of the crops ``squares`` ``(B, M, 4)`` (photo
+            pixels); ``use`` ``(B, M)`` bool (unused crops get weight 0).
+        feather: the crops' weight ramps from 0 at their border to 1 over this fraction of
+            their half-side.
+
+    Returns:
+        ``(B, K, h, w)``: ``(1 - W) coarse + W * (weighted mean of the crops)`` with ``W`` the
+        largest crop weight at each pixel; still probabilities (rows sum to 1).
+    """
+    b, m, k, s, _ = fine.shape
+    h, w = coarse.shape[-2:]
+    big_h, big_w = photo
+    x0, y0, x1, y1 = squares.reshape(b * m, 4).unbind(-1)
+    side_x, side_y = (x1 - x0).clamp(min=1e-6), (y1 - y0).clamp(min=1e-6)
+    theta = torch.zeros(b * m, 2, 3, device=coarse.device)
+    theta[:, 0, 0] = big_w / side_x
+    theta[:, 0, 2] = (big_w - (x0 + x1)) / side_x
+    theta[:, 1, 1] = big_h / side_y
+    theta[:, 1, 2] = (big_h - (y0 + y1)) / side_y
+    grid = F.affine_grid(theta, [b * m, k, h, w], align_corners=False)  # crop coordinates in [-1, 1]
+    sampled = F.grid_sample(fine.reshape(b * m, k, s, s), grid, mode="bilinear", padding_mode="zeros",
+                            align_corners=False).view(b, m, k, h, w)
+    ramp = ((1.0 - grid.abs()) / feather).clamp(0.0, 1.0)
+    weight = (ramp[..., 0] * ramp[..., 1]).view(b, m, 1, h, w) * use.view(b, m, 1, 1, 1).float()
+    total = weight.sum(1)
+    pasted = (sampled * weight).sum(1) / total.clamp(min=1e-6)
+    top = weight.amax(1)
+    return coarse * (1.0 - top) + pasted * top
+
+
+def class_weights(keep: Sequence[int], num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(kept, dropped)`` ``(K,)`` float masks: the kept classes, and the non-background
+    classes not kept (blurred even inside the person)."""
+    kept = torch.zeros(num_classes)
+    kept[list(keep)] = 1.0
+    dropped = 1.0 - kept
+    dropped[0] = 0.0
+    return kept, dropped
+
+
+def parse_alpha(
+    probs: torch.Tensor, person: torch.Tensor | None, kept: torch.Tensor, dropped: torch.Tensor,
+    subject: str = "person",
+) -> torch.Tensor:
+    """Subject alpha from a parse and a person matte (sync-free, differentiable).
+
+    Args:
+        probs: class probabilities ``(B, K, h, w)``.
+        person: person probability ``(B, 1, h', w')`` (resized to ``(h, w)``) or ``None``.
+        kept, dropped: ``(K,)`` masks of :func:`class_weights`, on ``probs``' device.
+        subject: ``face``: the kept classes only (the paper); otherwise, with a matte,
+            ``max(person, P(kept)) * (1 - P(dropped))``: the whole person, selective blurring
+            inside it (without a matte: the kept classes).
+
+    Returns:
+        alpha ``(B, 1, h, w)`` in [0, 1].
+    """
+    p_kept = torch.einsum("bkhw,k->bhw", probs, kept.to(probs.dtype))[:, None]
+    if person is None or subject == "face":
+        return p_kept.clamp(0.0, 1.0)
+    if tuple(person.shape[-2:]) != tuple(probs.shape[-2:]):
+        person = F.interpolate(person, size=tuple(probs.shape[-2:]), mode="bilinear", align_corners=False)
+    p_drop = torch.einsum("bkhw,k->bhw", probs, dropped.to(probs.dtype))[:, None]
+    return (torch.maximum(person.to(probs.dtype), p_kept) * (1.0 - p_drop)).clamp(0.0, 1.0)
+
+
+def render_parse(
+    renderer: nn.Module, image: torch.Tensor, probs: torch.Tensor, person: torch.Tensor | None = None,
+    subject: str = "person",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pipeline's render step on an existing parse (eval figures, training-time grids).
+
+    Args:
+        renderer: a :class:`~portraitseg.render.PortraitRenderer` (its ``keep``).
+        image: ``(B, 3, H, W)`` in [0, 1]; probs: ``(B, K, h, w)``; person: ``(B, 1, h, w)``
+            probability or ``None``.
+
+    Returns:
+        ``(portrait (B, 3, H, W), alpha (B, 1, H, W))``.
+    """
+    kept, dropped = class_weights(renderer.keep, probs.shape[1])
+    alpha = parse_alpha(probs, person, kept.to(probs.device), dropped.to(probs.device), subject)
+    return renderer(image, alpha=alpha.to(image.dtype))
+
+
+def render_preset(name: str, **overrides: Any) -> nn.Module:
+    """Build the :class:`~portraitseg.render.PortraitRenderer` of ``conf/render/<name>.yaml``.
+
+    Raises:
+        PipelineError: no such preset (listing the presets).
+    """
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from portraitseg.cli import config_dir
+
+    folder = os.path.join(config_dir(), "render")
+    path = os.path.join(folder, f"{name}.yaml")
+    if not os.path.isfile(path):
+        files = os.listdir(folder) if os.path.isdir(folder) else []
+        known = sorted(f[:-5] for f in files if f.endswith(".yaml"))
+        raise PipelineError(f"render={name!r}: no such preset; {folder} has {', '.join(known) or 'none'}")
+    options = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    options.update(overrides)
+    return instantiate(options)
+
+
+# --------------------------------------------------------------------------------------------
+# the module
+
+
+class PortraitPipeline(nn.Module):
+    """Segmenter + subject + :class:`~portraitseg.render.PortraitRenderer`: photo -> portrait.
+
+    Args:
+        segmenter: a :class:`~portraitseg.models.Segmenter` (``segment`` gives the person matte
+            of a two-output model) or any ``image -> logits`` network, ``K`` classes.
+        renderer: the render (its ``keep``, ``subject`` and ``person`` options are the defaults).
+        subject: ``person`` | ``person_grabcut`` | ``face`` (:data:`PIPELINE_SUBJECTS`; default:
+            the renderer's). ``person`` without a person head (and without ``person_model``)
+            falls back to ``person_grabcut`` for a Helen parser, to ``face`` otherwise, with a
+            note in :attr:`notes`.
+        keep: kept class ids (default: the renderer's).
+        tta: flip-average both passes.
+        model_size: pass-1 long side (default :data:`DEFAULT_MODEL_SIZE`).
+        face_pass: run pass 2 (Helen parsers only).
+        face_size, max_faces, parse_size: see :data:`FACE_SIZE`, :data:`MAX_FACES`, :data:`PARSE_SIZE`.
+        person_model: a separate 2-class person segmenter (its mask replaces the matte);
+            ``person_model_size``: its input size.
+        class_names: the segmenter's classes (default: Helen's when ``K == 11``).
+    """
+
+    def __init__(
+        self,
+        segmenter: nn.Module,
+        renderer: nn.Module,
+        *,
+        subject: str | None = None,
+        keep: Sequence[int] | None = None,
+        tta: bool = False,
+        model_size: int = DEFAULT_MODEL_SIZE,
+        face_pass: bool = True,
+        face_size: int = FACE_SIZE,
+        max_faces: int = MAX_FACES,
+        parse_size: int = PARSE_SIZE,
+        person_model: nn.Module | None = None,
+        person_model_size: int = DEFAULT_MODEL_SIZE,
+        class_names: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.segmenter = segmenter
+        self.renderer = renderer
+        self.person_model = person_model
+        classes = int(getattr(segmenter, "classes", 0) or len(class_names or ()) or NUM_CLASSES)
+        self.classes = classes
+        if class_names is None:
+            class_names = CLASS_NAMES if classes == NUM_CLASSES else ()
+        names = list(class_names)
+        self.helen = names == list(CLASS_NAMES)
+        self.person_head = bool(getattr(segmenter, "person_head", False))
+        for name, value, low in (("model_size", model_size, 32), ("face_size", face_size, 32),
+                                 ("parse_size", parse_size, 32), ("max_faces", max_faces, 1),
+                                 ("person_model_size", person_model_size, 32)):
+            if isinstance(value, bool) or int(value) != value or value < low:
+                raise PipelineError(f"{name}={value!r} must be an integer >= {low}")
+        self.model_size, self.face_size = int(model_size), int(face_size)
+        self.parse_size, self.max_faces = int(parse_size), int(max_faces)
+        self.person_model_size = int(person_model_size)
+        self.tta = bool(tta)
+        self.face_pass = bool(face_pass) and self.helen
+
+        keep = tuple(renderer.keep if keep is None else keep)
+        bad = [k for k in keep if not 0 <= int(k) < classes]
+        if not keep or bad:
+            raise PipelineError(f"keep={keep}: class ids must be in 0..{classes - 1} for this "
+                                f"{classes}-class model")
+        self.keep = tuple(sorted({int(k) for k in keep}))
+        #: warnings about the set-up (subject fallbacks); the CLI prints them once
+        self.notes: list[str] = []
+        self.subject = self._resolve_subject(subject or getattr(renderer, "subject", "person"))
+        self.person_options = dict(getattr(renderer, "person", {}) or {})
+
+        kept, dropped = class_weights(self.keep, classes)
+        self.register_buffer("kept", kept, persistent=False)
+        self.register_buffer("dropped", dropped, persistent=False)
+        head = torch.zeros(classes, dtype=torch.bool)
+        head[1:] = True
+        self.register_buffer("head", head, persistent=False)
+        perm = torch.tensor(FLIP_PERMUTATION) if self.helen else torch.arange(classes)
+        self.register_buffer("flip_perm", perm, persistent=False)
+
+    def _resolve_subject(self, subject: str) -> str:
+        if subject not in PIPELINE_SUBJECTS:
+            raise PipelineError(f"subject={subject!r}: choose one of {', '.join(PIPELINE_SUBJECTS)}")
+        if subject == "person" and not self.person_head and self.person_model is None:
+            subject = "person_grabcut"
+        if subject == "person_grabcut" and not self.helen:
+            self.notes.append("the model is not a Helen face parser; rendering the kept classes as the "
+                              "subject (--subject face)")
+            return "face"
+        return subject
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the segmenter's parameters (CPU for a parameter-free net)."""
+        return next(iter(self.segmenter.parameters()), torch.empty(0)).device
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str | os.PathLike = "default",
+        render: str | nn.Module = "disc",
+        device: str | torch.device | None = None,
+        **options: Any,
+    ) -> PortraitPipeline:
+        """Load a model file and a render preset into a pipeline (eval mode, on ``device``).
+
+        Args:
+            model: ``"default"`` (the bundled model), a checkpoint written by ``python train.py``
+                or a weights file exported from one.
+            render: a preset name of ``conf/render/`` (``disc``, ``gaussian``, ``halo_free``) or a
+                :class:`~portraitseg.render.PortraitRenderer`.
+            device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available).
+            options: the other arguments of :class:`PortraitPipeline` (``model_size`` defaults to
+                the model's training size).
+
+        Raises:
+            FileNotFoundError: ``model`` does not exist (or no bundled model), naming the path.
+            portraitseg.models.checkpoint.CheckpointError: the file is not a portraitseg model
+                (it says what it is and what was expected).
+            PipelineError: unknown preset or option.
+        """
+        from portraitseg.models.checkpoint import load_segmenter, resolve_model_path
+
+        path = resolve_model_path(model)
+        net, info = load_segmenter(path, map_location="cpu")
+        renderer = render_preset(render) if isinstance(render, str) else render
+        size = info.get("image_size")
+        size = max(size) if isinstance(size, (list, tuple)) and size else size
+        options.setdefault("model_size", int(size) if size else DEFAULT_MODEL_SIZE)
+        options.setdefault("class_names", info.get("class_names"))
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        dev = torch.device(device)
+        return cls(net.eval(), renderer, **options).to(dev).eval()
+
+    # ---- the passes
+
+    def parse(
+        self, image: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """Both passes: ``image (B, 3, H, W)`` in [0, 1] -> ``(parse (B, K, h, w) on the parse
+        grid, person (B, 1, h1, w1) or None, faces (B, M, 4), face_used (B, M))``."""
+        big = (image.shape[-2], image.shape[-1])
+        probs, person = segment_letterboxed(self.segmenter, image, self.model_size, tta=self.tta,
+                                            flip_perm=self.flip_perm)
+        grid = model_grid(*big, min(self.parse_size, max(big)))
+        coarse = probs
+        if grid != tuple(probs.shape[-2:]):
+            coarse = F.interpolate(probs, size=grid, mode="bilinear", align_corners=False)
+        b, m = image.shape[0], self.max_faces
+        if not self.face_pass:
+            none = torch.zeros(b, m, dtype=torch.bool, device=image.device)
+            return coarse, person, image.new_zeros(b, m, 4), none
+        boxes, area = find_heads(probs, self.head, m)
+        squares, use = face_squares(boxes, area, tuple(probs.shape[-2:]), big, face_size=self.face_size)
+        if image.device.type == "cpu":  # reading back is free here: parse real faces only
+            picked = use.flatten().nonzero().flatten()
+            if picked.numel() == 0:
+                return coarse, person, squares, use
+            crops = crop_faces(image, squares, self.face_size).index_select(0, picked)
+        else:
+            picked, crops = None, crop_faces(image, squares, self.face_size)
+        logits, _ = run_model(self.segmenter, crops, tta=self.tta, flip_perm=self.flip_perm)
+        fine = logits.float().softmax(1)
+        if picked is not None:
+            fine = fine.new_zeros(b * m, *fine.shape[1:]).index_copy_(0, picked, fine)
+        fine = fine.view(b, m, *fine.shape[1:])
+        return paste_faces(coarse, fine, squares, use, big), person, squares, use
+
+    def subject_alpha(
+        self, image: torch.Tensor, parse: torch.Tensor, person: torch.Tensor | None
+    ) -> tuple[torch.Tensor, list[str]]:
+        """Subject alpha ``(B, 1, h, w)`` (any grid; the renderer upsamples it) and notes."""
+        if self.subject == "face":
+            return parse_alpha(parse, None, self.kept, self.dropped, "face"), []
+        if self.person_model is not None:
+            from portraitseg.render.person import person_alpha_from_model
+
+            work = {k: v for k, v in self.person_options.items() if k == "work_size"}
+            return person_alpha_from_model(image, self.person_model, parse, self.keep,
+                                           input_size=self.person_model_size, **work)
+        if self.subject == "person_grabcut" or person is None:
+            from portraitseg.render.person import person_alpha
+
+            return person_alpha(image, parse, self.keep, **self.person_options)
+        return parse_alpha(parse, person, self.kept, self.dropped, "person"), []
+
+    def forward(self, images: torch.Tensor | Sequence[torch.Tensor]) -> PortraitResult:
+        """Photos -> portraits (inference only: runs under ``torch.inference_mode``).
+
+        Args:
+            images: ``(B, 3, H, W)`` (or a list of ``(3, H, W)`` of one size), float in [0, 1]
+                or uint8, on the pipeline's device.
+
+        Returns:
+            :class:`PortraitResult`.
+
+        Raises:
+            PipelineError: mixed sizes, bad shapes or dtypes, images on another device.
+        """
+        with torch.inference_mode():
+            image = stack_images(images)
+            if image.device != self.device:
+                raise PipelineError(
+                    f"images are on {image.device} but the pipeline is on {self.device}; move them "
+                    f"with images.to({str(self.device)!r}) (or the pipeline with .to())")
+            parse, person, faces, used = self.parse(image)
+            alpha, notes = self.subject_alpha(image, parse, person)
+            portrait, alpha = self.renderer(image, alpha=alpha.to(image.dtype))
+        return PortraitResult(portrait, alpha, parse, person, faces, used, list(notes))
+
+    def extra_repr(self) -> str:
+        return (f"subject={self.subject!r}, keep={self.keep}, tta={self.tta}, model_size={self.model_size}, "
+                f"face_pass={self.face_pass}, face_size={self.face_size}, parse_size={self.parse_size}")
+
+
+__all__ = [
+    "PIPELINE_SUBJECTS",
+    "PipelineError",
+    "PortraitPipeline",
+    "PortraitResult",
+    "class_weights",
+    "crop_faces",
+    "face_squares",
+    "find_heads",
+    "parse_alpha",
+    "paste_faces",
+    "render_parse",
+    "render_preset",
+    "segment_letterboxed",
+    "stack_images",
+]
