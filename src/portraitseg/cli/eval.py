@@ -130,11 +130,15 @@ def _sample_predictions(module: SegmentationModule, dataset, n: int) -> np.ndarr
 
     batch = collate([dataset[i] for i in range(min(n, len(dataset)))])
     module.eval()
+    from portraitseg.pipeline import render_parse
+
     image = batch["image"].to(module.device)
-    logits = module.predict_logits(image)
+    logits, person = module.predict(image)
     portraits = None
-    if module.renderer is not None:
-        portraits, _ = module.renderer(image, probs=logits.softmax(1))
+    if module.renderer is not None:  # the pipeline's render step: person matte (if any) + kept classes
+        person = None if person is None else person.sigmoid()
+        subject = module.renderer.subject
+        portraits, _ = render_parse(module.renderer, image, logits.softmax(1), person, subject)
         portraits = portraits.cpu()
     return prediction_grid(batch["image"], batch["mask"], logits.argmax(1).cpu(), portraits)
 

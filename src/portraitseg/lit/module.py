@@ -17,7 +17,8 @@ from portraitseg.classes import NUM_CLASSES, flip_logits
 from portraitseg.lit.losses import parse_loss, person_loss
 from portraitseg.lit.metrics import HelenMetrics, PersonMetrics
 from portraitseg.lit.schedules import warmup_schedule
-from portraitseg.render import person_alpha_from_matte, render_loss
+from portraitseg.pipeline import render_parse
+from portraitseg.render import render_loss
 from portraitseg.viz import prediction_grid
 
 log = logging.getLogger(__name__)
@@ -258,13 +259,9 @@ class SegmentationModule(L.LightningModule):
         batch = {k: None if batches[0][k] is None else torch.cat([b[k][:per] for b in batches])
                  for k in batches[0]}
         portraits = None
-        if self.renderer is not None:
-            if batch["person"] is not None:
-                alpha = person_alpha_from_matte(batch["person"], batch["probs"], self.renderer.keep,
-                                                from_logits=False)
-                portraits, _ = self.renderer(batch["image"], alpha=alpha)
-            else:
-                portraits, _ = self.renderer(batch["image"], probs=batch["probs"])
+        if self.renderer is not None:  # the pipeline's render step (person matte + kept classes)
+            portraits, _ = render_parse(self.renderer, batch["image"], batch["probs"], batch["person"],
+                                        self.renderer.subject)
         grid = prediction_grid(batch["image"], batch["mask"], batch["pred"], portraits, batch["person"])
         out = Path(log_dir) / "images"
         out.mkdir(parents=True, exist_ok=True)
