@@ -33,7 +33,13 @@ demo: $(STAMP)
 	$(PY) -m portraitseg.data check data/synthetic
 	$(PY) train.py experiment=demo
 	$(PY) -m portraitseg.cli.main render data/synthetic/train/images/synth_0000.png -o outputs/demo/portraits --ckpt "$$(ls -t outputs/demo/runs/*/checkpoints/last.ckpt | head -1)" --stages --overwrite
-	@echo "portrait written to outputs/demo/portraits/"
+	@echo "portrait of the synthetic face written to outputs/demo/portraits/"
+	$(PY) -c "import skimage.data, PIL.Image; PIL.Image.fromarray(skimage.data.astronaut()).save('outputs/demo/astronaut.png')"
+	$(PY) -m portraitseg.cli.main render outputs/demo/astronaut.png -o outputs/demo/portraits --stages --save-alpha --overwrite
+	@echo "the bundled model's portrait of a real photo (scikit-image's public-domain astronaut):"
+	@echo "  portrait:       outputs/demo/portraits/astronaut_portrait.png"
+	@echo "  stages figure:  outputs/demo/portraits/astronaut_stages.jpg"
+	@echo "  subject alpha:  outputs/demo/portraits/astronaut_alpha.png"
 
 test: $(STAMP)
 	$(PY) -m pytest -q --timeout=900 $(PYTEST_ARGS)
