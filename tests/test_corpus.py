@@ -256,6 +256,9 @@ COMMANDS = [
      "unknown class 'beard'"),
     ("render_person_ckpt", "portraitseg",
      ["render", "{photo}", "--person-ckpt", "{model}", "--ckpt", "{model}"], 2, "expected a 2-class person"),
+    ("render_person_ckpt_empty", "portraitseg",
+     ["render", "{photo}", "--person-ckpt", "", "--ckpt", "{model}"], 2, "--person-ckpt is empty"),
+    ("render_ckpt_empty_string", "portraitseg", ["render", "{photo}", "--ckpt", ""], 2, "--ckpt is empty"),
     ("export_missing", "portraitseg", ["export", "--ckpt", "{tmp}/nope.ckpt", "--onnx", "{tmp}/m.onnx"], 2,
      "no such model file"),
     ("export_crafted", "portraitseg", ["export", "--ckpt", "{crafted}", "--onnx", "{tmp}/m.onnx"], 2,
@@ -313,7 +316,8 @@ COMMANDS = [
     ("sweep_missing", "sweep", ["summarize", "{tmp}/nope"], 2, "error:"),
     ("sweep_empty", "sweep", ["summarize", "{dir}"], 2, "no runs found"),
 ]
-NEEDS_MODEL = {"render_out_is_file", "render_keep", "render_person_ckpt", "export_to_folder",
+NEEDS_MODEL = {"render_out_is_file", "render_keep", "render_person_ckpt", "render_person_ckpt_empty",
+               "export_to_folder",
                "weights_bad_metrics", "weights_out_folder", "export_opset", "export_size"}
 
 

@@ -646,6 +646,9 @@ def build_job(args: argparse.Namespace) -> Job:
     The numeric options were range-checked by the parser (:func:`add_parser`)."""
     device = pick_device(args.device)
     model = load_model(args.ckpt, device, args.model_size)
+    if args.person_ckpt is not None and not args.person_ckpt.strip():
+        raise UsageError("--person-ckpt is empty: pass a 2-class person segmenter's checkpoint or "
+                         "weights file, or leave the option out")
     person = load_model(args.person_ckpt, device, None) if args.person_ckpt else None
     if person is not None and person.classes != 2:
         raise UsageError(f"--person-ckpt {args.person_ckpt}: expected a 2-class person segmenter "
