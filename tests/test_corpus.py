@@ -308,6 +308,14 @@ COMMANDS = [
     ("weights_bad_metrics", "checkpoint", ["--ckpt", "{model}", "--out", "{tmp}/m.pt", "--metrics", "{json}"],
      2, r"--metrics .*metrics\.json: not a metrics\.json of eval\.py"),
     ("weights_out_folder", "checkpoint", ["--ckpt", "{model}", "--out", "{dir}"], 2, "Is a directory"),
+    ("weights_out_unwritable", "checkpoint", ["--ckpt", "{model}", "--out", "{photo}/m.pt"], 2,
+     r"error: .*photo\.png.*: (Not a directory|File exists)"),
+    ("synth_root_unwritable", "data", ["synth", "--root", "{photo}/s", "--n", "1"], 2,
+     r"photo\.png/s.*(Not a directory|cannot be written)"),
+    ("download_dest_unwritable", "data", ["download", "helen", "--url", "{zip}", "--dest", "{photo}/d"], 2,
+     r"photo\.png/d.*(Not a directory|cannot be written)"),
+    ("download_url_empty", "data", ["download", "helen", "--url", "", "--dest", "{tmp}/h"], 2,
+     "--url is empty"),
     ("onnx_usage", "onnx_infer", [], 2, "usage: python -m portraitseg.onnx_infer"),
     ("onnx_missing", "onnx_infer", ["{tmp}/nope.onnx", "{photo}", "{tmp}/o.png"],
      2, "no such ONNX model file"),
@@ -317,8 +325,8 @@ COMMANDS = [
     ("sweep_empty", "sweep", ["summarize", "{dir}"], 2, "no runs found"),
 ]
 NEEDS_MODEL = {"render_out_is_file", "render_keep", "render_person_ckpt", "render_person_ckpt_empty",
-               "export_to_folder",
-               "weights_bad_metrics", "weights_out_folder", "export_opset", "export_size"}
+               "export_to_folder", "weights_bad_metrics", "weights_out_folder", "weights_out_unwritable",
+               "export_opset", "export_size"}
 
 
 def _entry(command: str) -> Callable[[list[str]], int]:

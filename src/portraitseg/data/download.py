@@ -445,6 +445,10 @@ def run_download(args: argparse.Namespace) -> int:
     """Run ``download`` from parsed arguments; returns the process exit code."""
     spec = DATASETS[args.dataset]
     dest = args.dest if args.dest is not None else spec["dest"]
+    if args.url is not None and not args.url.strip():
+        print(f"error: --url is empty; give an archive URL or local path (default for {args.dataset}: "
+              f"{spec['url']})", file=sys.stderr)
+        return 2
     try:
         download(args.url or spec["url"], dest, sha256=args.sha256 or spec["sha256"],
                  force=args.force, timeout=args.timeout)
@@ -454,6 +458,9 @@ def run_download(args: argparse.Namespace) -> int:
     except DownloadError as err:  # network, checksum, extraction
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except OSError as err:  # e.g. --dest on a read-only or missing file system
+        print(f"error: --dest {dest}: cannot be written ({err.strerror or err})", file=sys.stderr)
+        return 2
     try:
         from portraitseg.data.layouts import detect_layout
 

@@ -829,8 +829,12 @@ def run_synth(args: argparse.Namespace) -> int:
     try:
         root = generate(args.root, n=args.n, seed=args.seed, size=args.size, force=args.force,
                         test_fraction=args.test_fraction, progress=True)
-    except (FileExistsError, NotADirectoryError, ValueError) as err:
+    except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # ours name the root; the system's (read-only, not a folder) get it here
+        text = f"--root {args.root}: cannot be written ({err.strerror})" if err.strerror else str(err)
+        print(f"error: {text}", file=sys.stderr)
         return 2
     manifest = read_manifest(root) or {}
     splits = manifest.get("splits", {})

@@ -335,6 +335,10 @@ def export_weights(
     try:
         torch.save(payload, tmp)
         os.replace(tmp, out_path)
+    except RuntimeError as err:  # torch's writer reports an unwritable path as a RuntimeError
+        tmp.unlink(missing_ok=True)
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise OSError(f"cannot be written ({first})") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
