@@ -1,24 +1,28 @@
-"""Segmentation models: a registry of encoder + head combinations behind one contract."""
+"""Segmentation models: a registry of encoder + head combinations behind one contract.
 
-from portraitseg.models.checkpoint import (
-    CheckpointError,
-    default_model_path,
-    export_weights,
-    load_segmenter,
-)
-from portraitseg.models.heads import FCNHead
-from portraitseg.models.pretrained import PretrainedWeightsError
-from portraitseg.models.registry import MODELS, create_model
-from portraitseg.models.segmenter import Segmenter
+Attributes are imported lazily (PEP 562), so ``python -m portraitseg.models.checkpoint`` runs its
+module once (no runpy warning) and importing one of them does not import the others.
+"""
 
-__all__ = [
-    "MODELS",
-    "CheckpointError",
-    "FCNHead",
-    "PretrainedWeightsError",
-    "Segmenter",
-    "create_model",
-    "default_model_path",
-    "export_weights",
-    "load_segmenter",
-]
+import importlib
+
+_EXPORTS = {
+    "CheckpointError": "checkpoint",
+    "default_model_path": "checkpoint",
+    "export_weights": "checkpoint",
+    "load_segmenter": "checkpoint",
+    "FCNHead": "heads",
+    "PretrainedWeightsError": "pretrained",
+    "MODELS": "registry",
+    "create_model": "registry",
+    "Segmenter": "segmenter",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"portraitseg.models.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
