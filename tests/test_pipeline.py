@@ -68,7 +68,8 @@ def portrait_photo(h: int, w: int, head: int, top: int = 0, left: int = 0, seed:
     img[:, top : top + hair, left : left + head] = np.asarray(HAIR_RGB)[:, None, None]
     img[:, top + hair : top + head, left : left + head] = np.asarray(SKIN_RGB)[:, None, None]
     body_left = max(0, left - head // 2)
-    img[:, top + head : top + 3 * head, body_left : left + head + head // 2] = np.asarray(BODY_RGB)[:, None, None]
+    body = np.asarray(BODY_RGB)[:, None, None]
+    img[:, top + head : top + 3 * head, body_left : left + head + head // 2] = body
     return torch.from_numpy(img.clip(0, 1))
 
 
@@ -192,7 +193,8 @@ def test_fallbacks_without_a_person_head():
     assert grabcut.subject == "person_grabcut" and grabcut.notes == []
     out = grabcut(portrait_photo(96, 96, 30, 6, 33))
     assert out.person is None and isinstance(out.notes, list)
-    two = PortraitPipeline(Oracle(person_head=False, classes=2), render_preset("disc", keep=[1]), model_size=64)
+    two = PortraitPipeline(Oracle(person_head=False, classes=2), render_preset("disc", keep=[1]),
+                           model_size=64)
     assert two.subject == "face" and "not a Helen face parser" in two.notes[0]
     assert not two.face_pass
     assert two(portrait_photo(64, 64, 20, 4, 20)).alpha.shape == (1, 1, 64, 64)
@@ -205,6 +207,27 @@ def test_render_parse_is_the_pipeline_render_step():
     portrait, alpha = render_parse(pipe.renderer, photo, out.parse, out.person)
     torch.testing.assert_close(portrait, out.portrait)
     torch.testing.assert_close(alpha, out.alpha)
+
+
+@pytest.mark.parametrize("preset", ["disc", "gaussian"])
+def test_fast_render_matches_the_reference(preset):
+    """The reduced-resolution render stays close to the full-resolution reference."""
+    from portraitseg.render import render_portrait
+    from portraitseg.render.fast import render_portrait_fast
+
+    photo = torch.nn.functional.interpolate(portrait_photo(60, 80, 24, 6, 28, seed=5)[None], size=(240, 320),
+                                            mode="bicubic", align_corners=False).clamp(0, 1)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 96), torch.linspace(-1, 1, 128), indexing="ij")
+    alpha = torch.sigmoid((0.4 - xx**2 - (yy - 0.3) ** 2) * 15)[None, None]
+    options = render_preset(preset).options
+    ref, ref_alpha = render_portrait(photo, alpha=alpha, **options)
+    fast, fast_alpha = render_portrait_fast(photo, alpha, **options, factor=2)
+    psnr = -10 * torch.log10(((ref - fast) ** 2).mean())
+    assert fast.shape == ref.shape and fast_alpha.shape == ref_alpha.shape
+    assert psnr > 35, float(psnr)
+    assert (ref_alpha - fast_alpha).abs().mean() < 0.01
+    grad = photo.clone().requires_grad_(True)  # training: the differentiable reference
+    assert render_portrait_fast(grad, alpha, **options, factor=2)[0].grad_fn is not None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,253 @@
+"""The inference render at photo sizes: the reference render's smooth steps at reduced resolution,
+then one fused full-resolution pass.
+
+:func:`portraitseg.render.render_portrait` (the reference, differentiable) does every step at the
+photo's resolution: foreground estimation (two blur-fusion passes), the falloff weights, the blur
+levels, highlights in linear light and the guided filter each read and write several full-size
+tensors, 3.6-12 s for a 12 MP photo on 2 CPU cores. All of those steps but the last composite
+are smooth (blurs of sigma >= the falloff's first level, the guided filter's solved at
+``1 / subsample`` already), so :func:`render_portrait_fast` computes them on the photo
+box-averaged by a factor ``f`` (:func:`work_factor`) and touches the full-resolution photo only
+twice: once to average it down, once in a fused pass over bands of rows that upsamples the
+low-resolution fields (guided-filter coefficients, blur-fusion means, blurred background levels
+and the sharp level's weight) and writes
+
+    alpha = clamp(A . I + b)                       (the guided filter at full resolution)
+    F     = clamp(Fb + alpha (I - alpha Fb - (1 - alpha) Bb))   (halo_free; naive: F = I)
+    out   = lerp(w0 I + L, F, alpha)                (L: the blurred levels, w0: the sharp one's weight)
+
+with no full-size temporary beyond the outputs. The error against the reference is recorded in
+``experiments/bench_pipeline/results.md``. Not differentiable by design: use the reference to train.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from kornia.filters import box_blur
+
+from portraitseg.render.alpha import check_range, feather_alpha
+from portraitseg.render.blur import blur_map, blur_plan
+from portraitseg.render.composite import (
+    FOREGROUND_SIGMAS,
+    HALO_EPS,
+    _background,
+    _inputs,
+    _subject_free,
+    _working,
+    falloff_weights,
+)
+
+#: The smallest blur sigma, in low-resolution pixels, the reduced grid must still resolve.
+MIN_LOW_SIGMA = 1.5
+#: Largest reduction factor.
+MAX_FACTOR = 8
+#: Rows of the full-resolution photo per band of the fused pass.
+BAND = 128
+
+
+def work_factor(
+    height: int, width: int, *, sigma: float, falloff: float, levels: int, radius: int, feather: float,
+    mode: str, min_sigma: float = MIN_LOW_SIGMA, max_factor: int = MAX_FACTOR,
+) -> int:
+    """The reduction factor ``f >= 1`` of the smooth steps: every blur they run keeps at least
+    ``min_sigma`` low-resolution pixels (the falloff's first level ``sigma / (levels - 1)``, the
+    second foreground pass, the feather) and the guided filter's solve is no coarser than the
+    reference's (``radius // 4``)."""
+    short = min(height, width)
+    scales = [sigma / (levels - 1) if falloff > 0 else sigma]
+    if mode == "halo_free":
+        scales.append(FOREGROUND_SIGMAS[1] * short)
+    if feather > 0:
+        scales.append(feather)
+    factor = int(min(scales) / min_sigma)
+    if radius > 0:
+        factor = min(factor, max(1, radius // 4))
+    return max(1, min(factor, max_factor))
+
+
+def guided_coefficients(
+    guide: torch.Tensor, alpha: torch.Tensor, radius: int, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Colour guided filter (He et al.) coefficients: ``alpha ~ A . guide + b`` in
+    ``(2 radius + 1)^2`` windows.
+
+    Args:
+        guide: ``(B, 3, h, w)``; alpha: ``(B, 1, h, w)``.
+
+    Returns:
+        ``(A (B, 3, h, w), b (B, 1, h, w))``, box-averaged over the window (so that
+        ``A . guide + b`` is the filtered alpha).
+    """
+    k = 2 * radius + 1
+    b_, _, h, w = guide.shape
+    mean_i = box_blur(guide, k, "reflect")
+    mean_p = box_blur(alpha, k, "reflect")
+    ii = (guide[:, :, None] * guide[:, None]).flatten(1, 2)
+    var = box_blur(ii, k, "reflect").view(b_, 3, 3, h, w) - mean_i[:, :, None] * mean_i[:, None]
+    cov = box_blur(guide * alpha, k, "reflect") - mean_i * mean_p
+    var = var.permute(0, 3, 4, 1, 2) + eps * torch.eye(3, device=guide.device, dtype=guide.dtype)
+    a = torch.linalg.solve(var, cov.permute(0, 2, 3, 1)[..., None])[..., 0].permute(0, 3, 1, 2)
+    b = mean_p - (a * mean_i).sum(1, keepdim=True)
+    return box_blur(a, k, "reflect"), box_blur(b, k, "reflect")
+
+
+def _row_taps(n_out: int, n_in: int, start: int, stop: int, device: torch.device):
+    """Bilinear (``align_corners=False``) source rows and weights of output rows ``start:stop``."""
+    y = (torch.arange(start, stop, device=device, dtype=torch.float32) + 0.5) * (n_in / n_out) - 0.5
+    y = y.clamp(0.0, n_in - 1)
+    i0 = y.floor().long()
+    i1 = (i0 + 1).clamp(max=n_in - 1)
+    return i0, i1, (y - i0).view(1, 1, -1, 1)
+
+
+def _upsample_band(fields: torch.Tensor, size: tuple[int, int], start: int, stop: int) -> torch.Tensor:
+    """Rows ``start:stop`` of ``fields`` ``(B, C, h, w)`` bilinearly upsampled to ``size``: rows by
+    two-tap interpolation, then the columns by ``F.interpolate`` (rows unchanged)."""
+    i0, i1, t = _row_taps(size[0], fields.shape[-2], start, stop, fields.device)
+    rows = torch.lerp(fields.index_select(2, i0), fields.index_select(2, i1), t)
+    return F.interpolate(rows, size=(stop - start, size[1]), mode="bilinear", align_corners=False)
+
+
+def render_portrait_fast(
+    image: torch.Tensor,
+    alpha: torch.Tensor,
+    *,
+    blur: str,
+    mode: str,
+    strength: float,
+    sigma: float | None,
+    falloff: float,
+    falloff_levels: int,
+    feather: float,
+    refine: float,
+    refine_eps: float,
+    highlights: float,
+    highlight_threshold: float,
+    method: str,
+    factor: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`portraitseg.render.render_portrait` with ``alpha=`` (same options, same outputs) at a
+    fraction of its cost on large photos; see the module docstring.
+
+    Args:
+        image: ``(B, 3, H, W)`` float32 in [0, 1].
+        alpha: subject alpha ``(B, 1, h, w)`` in [0, 1], any size (e.g. the parse grid's).
+        factor: reduction factor of the smooth steps (default :func:`work_factor`); 1, or a blur
+            of 0, runs the reference render itself.
+
+    Returns:
+        ``(portrait (B, 3, H, W), alpha (B, 1, H, W))``.
+    """
+    from portraitseg.render.portrait import render_portrait
+
+    options = {"blur": blur, "mode": mode, "strength": strength, "sigma": sigma, "falloff": falloff,
+               "falloff_levels": falloff_levels, "feather": feather, "refine": refine,
+               "refine_eps": refine_eps, "highlights": highlights, "highlight_threshold": highlight_threshold,
+               "method": method}
+    big_h, big_w = image.shape[-2:]
+    short = min(big_h, big_w)
+    sigma_px = float(sigma) if sigma is not None else strength * short
+    radius = int(round(refine * short))
+    levels = int(falloff_levels)
+    if factor is None:
+        factor = work_factor(big_h, big_w, sigma=sigma_px, falloff=falloff, levels=levels, radius=radius,
+                             feather=feather * short, mode=mode)
+    grad = torch.is_grad_enabled() and (image.requires_grad or alpha.requires_grad)
+    if factor <= 1 or sigma_px == 0 or grad:
+        return render_portrait(image, alpha=alpha, **options)
+
+    low = (max(1, round(big_h / factor)), max(1, round(big_w / factor)))
+    small = F.adaptive_avg_pool2d(image, low)
+    check_range(small, "image", hint="; scale uint8 photos with image.float() / 255 and clamp")
+    a_small = F.interpolate(alpha.to(small.dtype), size=low, mode="bilinear", align_corners=False,
+                            antialias=alpha.shape[-2] > low[0]).clamp_(0.0, 1.0)
+    coeffs = None
+    r_low = max(1, round(radius / factor)) if radius > 0 else 0
+    if r_low > 0:
+        coeffs = guided_coefficients(small, a_small, r_low, refine_eps)
+        a_small = ((coeffs[0] * small).sum(1, keepdim=True) + coeffs[1]).clamp_(0.0, 1.0)
+    if feather > 0:
+        a_small = feather_alpha(a_small, feather * short / factor, method)
+        coeffs = None  # the feathered alpha is smooth: upsampled as is
+
+    fields = []
+    if coeffs is not None:
+        fields += [coeffs[0], coeffs[1]]
+    else:
+        fields.append(a_small)
+    if mode == "halo_free":
+        s_short = min(low)
+        sigmas = (max(FOREGROUND_SIGMAS[0] * s_short, 1.0), max(FOREGROUND_SIGMAS[1] * s_short, 1.0))
+        fg_small, fb, bb = _blur_fusion(small, a_small, sigmas, method)
+        fields += [fb, bb]
+        inputs = _subject_free(small, a_small, fg_small, highlights, highlight_threshold)
+    else:
+        inputs = _inputs(_working(small, highlights, highlight_threshold), None, None)
+    s_low = sigma_px / factor
+    linear = highlights > 0
+
+    if falloff > 0:
+        weights = falloff_weights(a_small, falloff * short / factor, levels, method)
+        rest = sum(weights[:, k : k + 1]
+                   * _background(inputs, s_low * k / (levels - 1), blur, method, HALO_EPS, linear)
+                   for k in range(1, levels))
+        fields += [rest, weights[:, :1]]
+    else:
+        fields += [_background(inputs, s_low, blur, method, HALO_EPS, linear)]
+    del inputs
+    stack = torch.cat(fields, 1)
+
+    portrait = torch.empty_like(image)
+    alpha_out = image.new_empty(image.shape[0], 1, big_h, big_w)
+    for start in range(0, big_h, BAND):
+        stop = min(big_h, start + BAND)
+        up = _upsample_band(stack, (big_h, big_w), start, stop)
+        photo = image[:, :, start:stop]
+        if coeffs is not None:
+            a = (up[:, 0:3] * photo).sum(1, keepdim=True).add_(up[:, 3:4]).clamp_(0.0, 1.0)
+            at = 4
+        else:
+            a = up[:, 0:1]
+            at = 1
+        if mode == "halo_free":
+            fb, bb = up[:, at : at + 3], up[:, at + 3 : at + 6]
+            at += 6
+            # F = clamp(Fb + a (I - a Fb - (1 - a) Bb))
+            fg = (fb * a).neg_().add_(photo).addcmul_(bb, 1.0 - a, value=-1.0)
+            fg = fg.mul_(a).add_(fb).clamp_(0.0, 1.0)
+        else:
+            fg = photo
+        background = up[:, at : at + 3]
+        if falloff > 0:
+            background = background.addcmul(up[:, at + 3 : at + 4], photo)
+        portrait[:, :, start:stop] = torch.lerp(background, fg, a)
+        alpha_out[:, :, start:stop] = a
+    return portrait, alpha_out
+
+
+def _blur_fusion(
+    image: torch.Tensor, alpha: torch.Tensor, sigmas: tuple[float, float], method: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`portraitseg.render.composite.estimate_foreground` returning also its last pass's
+    blurred means: ``(F, Fb, Bb)``, each ``(B, C, h, w)``."""
+    c = image.shape[1]
+    weight = 1.0 - alpha
+    inputs = [image * alpha, alpha, image * weight]
+    fg = fb = bb = image
+    for n, sigma in enumerate(sigmas):
+        plan = blur_plan("gaussian", sigma, image.shape[-2], image.shape[-1], method)
+
+        def means(ys: list[torch.Tensor]) -> torch.Tensor:
+            fa, a, b1a = ys
+            return torch.cat([fa / (a + 1e-5), b1a / (1.0 - a + 1e-5)], 1)
+
+        blurred = blur_map(inputs, plan, means)
+        fb, bb = blurred[:, :c], blurred[:, c:]
+        fg = (fb + alpha * (image - alpha * fb - weight * bb)).clamp(0.0, 1.0)
+        if n + 1 < len(sigmas):
+            inputs = [fg * alpha, alpha, bb * weight]
+    return fg, fb, bb
+
+
+__all__ = ["guided_coefficients", "render_portrait_fast", "work_factor"]
