@@ -87,6 +87,12 @@ _INTEGER_OPTIONS = ("falloff_levels", "work_size", "iterations")
 MODEL_SIZE_RANGE = (32, 4096)
 
 
+def _span(option: str) -> str:
+    """``lo..hi`` of a render option, for the help text."""
+    lo, hi = RENDER_LIMITS[option]
+    return f"{lo:g}..{hi:g}"
+
+
 def check_render_options(node: Any, where: str) -> None:
     """Every number of a composed render preset finite and in :data:`RENDER_LIMITS` (the nested
     ``person`` options: finite; their ranges are the renderer's).
@@ -813,14 +819,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="2-class person segmenter; subject = its person mask + the kept face classes")
     group = parser.add_argument_group("render overrides (on top of the preset)")
     group.add_argument("--strength", type=float_in(*RENDER_LIMITS["strength"]), metavar="X",
-                       help="background blur sigma, fraction of the short side")
+                       help=f"background blur sigma, fraction of the short side ({_span('strength')})")
     group.add_argument("--falloff", type=float_in(*RENDER_LIMITS["falloff"]), metavar="X",
                        help="distance over which the blur grows from the subject, fraction of the short side "
-                            "(0: uniform)")
+                            f"({_span('falloff')}; 0: uniform)")
     group.add_argument("--feather", type=float_in(*RENDER_LIMITS["feather"]), metavar="X",
-                       help="alpha softening, fraction of the short side")
+                       help=f"alpha softening, fraction of the short side ({_span('feather')})")
     group.add_argument("--highlights", type=float_in(*RENDER_LIMITS["highlights"]), metavar="X",
-                       help="bokeh highlight gain (0: off)")
+                       help=f"bokeh highlight gain ({_span('highlights')}; 0: off)")
     run_group = parser.add_argument_group("processing")
     run_group.add_argument("--stages", action="store_true",
                            help="also write <stem>_stages.jpg: input | segmentation | foreground | portrait")
@@ -833,8 +839,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     run_group.add_argument("--quality", type=int_in(1, 100), default=95,
                            help="JPEG/WebP quality 1-100 (default: 95)")
     run_group.add_argument("--model-size", type=int_in(*MODEL_SIZE_RANGE), metavar="PX",
-                           help=f"segment at this long side (default: the checkpoint's training size, "
-                                f"else {DEFAULT_MODEL_SIZE})")
+                           help=f"segment at this long side, {MODEL_SIZE_RANGE[0]}..{MODEL_SIZE_RANGE[1]} "
+                                f"(default: the checkpoint's training size, else {DEFAULT_MODEL_SIZE})")
     run_group.add_argument("--tta", action="store_true",
                            help="average with the mirrored image's segmentation")
     run_group.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
