@@ -83,6 +83,13 @@ def test_last_ckpt_links_to_the_same_step_file_else_is_the_latest_state(tmp_path
     assert not (ckpts / "last.ckpt").is_symlink()
     assert torch.load(ckpts / "last.ckpt", weights_only=True)["epoch"] == 1
     assert torch.load(ckpts / "epoch000.ckpt", weights_only=True)["epoch"] == 0
+    # two epochs where epoch 1 is better: the kept file moves on and last.ckpt follows it
+    better = tmp_path / "better"
+    train(config(better, "trainer.max_epochs=2", "callbacks.model_checkpoint.monitor=epoch",
+                 "callbacks.model_checkpoint.mode=max", "callbacks.early_stopping=null"))
+    ckpts = better / "run" / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["epoch001.ckpt", "last.ckpt"]
+    assert os.readlink(ckpts / "last.ckpt") == "epoch001.ckpt"
 
 
 def test_stale_temporaries_of_our_naming_are_removed(tmp_path):
@@ -164,3 +171,25 @@ def test_eval_py_refuses_a_crafted_checkpoint_in_one_line(tmp_path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "crafted.ckpt: cannot load this model file" in proc.stderr and "Traceback" not in proc.stderr
     assert "code ran" not in proc.stdout + proc.stderr
+
+
+def test_last_link_is_repointed_before_its_target_is_deleted(tmp_path):
+    """A better epoch replaces the kept one: last.ckpt never dangles, not even between the steps."""
+    from types import SimpleNamespace
+
+    from portraitseg.lit.callbacks import AtomicModelCheckpoint
+
+    old, new = tmp_path / "epoch000.ckpt", tmp_path / "epoch001.ckpt"
+    old.write_bytes(b"epoch 0")
+    new.write_bytes(b"epoch 1")
+    last = tmp_path / "last.ckpt"
+    last.symlink_to(old.name)
+    callback = AtomicModelCheckpoint(dirpath=tmp_path, save_last="link")
+    callback.last_model_path, callback.best_model_path = str(last), str(new)
+    seen = []
+    trainer = SimpleNamespace(is_global_zero=True, strategy=SimpleNamespace(
+        remove_checkpoint=lambda path: (seen.append(last.read_bytes()), os.remove(path))))
+    callback._remove_checkpoint(trainer, str(old))
+    assert seen == [b"epoch 1"]  # at the moment of deletion last.ckpt already pointed at epoch 1
+    assert last.is_symlink() and os.readlink(last) == "epoch001.ckpt" and not old.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []

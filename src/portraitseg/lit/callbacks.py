@@ -77,15 +77,16 @@ _TEMPORARY = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.tmp")
 
 
 def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
-    """Delete the temporaries of our own naming (``.<name>.<pid>.tmp``) in ``directory`` whose
-    writing process is gone (killed mid-write); other files are never touched.
+    """Delete the temporaries of our own naming (``.<name>.<pid>.tmp``: files, or links made for
+    ``last.ckpt``) in ``directory`` whose writing process is gone (killed mid-write); other files
+    are never touched (unlinking a link never touches what it points at).
 
     Returns the paths removed.
     """
     removed = []
     for path in Path(directory).glob(".*.tmp"):
         match = _TEMPORARY.fullmatch(path.name)
-        if match and path.is_file() and not path.is_symlink() and not _pid_alive(match["pid"]):
+        if match and (path.is_file() or path.is_symlink()) and not _pid_alive(match["pid"]):
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
@@ -213,6 +214,20 @@ class AtomicModelCheckpoint(ModelCheckpoint):
             super()._save_last_checkpoint(trainer, monitor_candidates)
         finally:
             self.save_last = "link"
+
+    def _remove_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        """Before a top-k file that ``last.ckpt`` links to is deleted (a better epoch replaced it),
+        point the link at the new best file first (an atomic rename), so a kill in between never
+        leaves ``last.ckpt`` dangling."""
+        last = self.last_model_path
+        best = self.best_model_path
+        if (trainer.is_global_zero and last and os.path.islink(last) and best and os.path.isfile(best)
+                and os.path.realpath(last) == os.path.realpath(filepath)
+                and os.path.realpath(best) != os.path.realpath(filepath)):
+            tmp = os.path.join(os.path.dirname(last), f".{os.path.basename(last)}.{os.getpid()}.tmp")
+            os.symlink(os.path.relpath(best, os.path.dirname(last)), tmp)
+            os.replace(tmp, last)
+        super()._remove_checkpoint(trainer, filepath)
 
     def _refresh_last(self, trainer: L.Trainer) -> None:
         # skipped when Lightning already saved at this step (then it wrote last.ckpt too)
