@@ -114,6 +114,9 @@ def test_crop_and_paste_round_trip():
     pasted = paste_faces(coarse, crops.view(1, 1, 3, 40, 40), squares, torch.tensor([[True]]), (80, 100))
     torch.testing.assert_close(pasted[..., 25:35, 35:45], image[..., 25:35, 35:45], atol=1e-5, rtol=0)
     assert pasted[..., :10, :].abs().max() == 0 and pasted[..., :, 60:].abs().max() == 0
+    windowed = paste_faces(coarse, crops.view(1, 1, 3, 40, 40), squares, torch.tensor([[True]]), (80, 100),
+                           window=(8, 52, 18, 62))  # what the CPU path computes: the crops' window only
+    torch.testing.assert_close(windowed, pasted, atol=1e-5, rtol=0)
     unused = paste_faces(coarse, crops.view(1, 1, 3, 40, 40), squares, torch.tensor([[False]]), (80, 100))
     assert unused.abs().max() == 0
 

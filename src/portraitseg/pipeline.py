@@ -201,8 +201,9 @@ def find_heads(
 
     Connected components are kornia's (8-connected, iterative max-pooling with as many
     iterations as the grid's long side, so any region is labelled whole), found on the head mask
-    dilated by one pixel, so that parts of a head split by a one-pixel seam (hair / skin at low
-    resolution) stay one head; the boxes and areas are those of the undilated pixels.
+    max-pooled to half resolution and dilated by one pixel there, so that parts of a head split by
+    a seam of a pixel or two (hair / skin at low resolution) stay one head, at an eighth of the
+    cost; the boxes and areas are those of the head pixels at full resolution.
 
     Args:
         probs: parse ``(B, K, h, w)`` (probabilities or logits: only the argmax is used).
@@ -217,14 +218,16 @@ def find_heads(
 
     b, _, h, w = probs.shape
     mask = head[probs.argmax(1)].float()[:, None]  # (B, 1, h, w)
-    grown = F.max_pool2d(mask, 3, stride=1, padding=1)
-    labels = connected_components(grown, num_iterations=max(h, w)).view(b, h * w)
-    # kornia labels: 0 background, else 1 + the largest pixel index of the region + b * h * w
-    ids = (labels - torch.arange(b, device=probs.device)[:, None] * (h * w)).clamp_(min=0)
-    ids = ids * mask.view(b, h * w).long()
+    grown = F.max_pool2d(F.max_pool2d(mask, 2, 2, ceil_mode=True), 3, stride=1, padding=1)
+    h2, w2 = grown.shape[-2:]
+    labels = connected_components(grown, num_iterations=max(h2, w2))
+    # kornia labels: 0 background, else 1 + the largest pixel index of the region + b * h2 * w2
+    labels = (labels - torch.arange(b, device=probs.device).view(b, 1, 1, 1) * (h2 * w2)).clamp_(min=0)
+    labels = labels.repeat_interleave(2, -2).repeat_interleave(2, -1)[..., :h, :w]
+    ids = (labels * mask.long()).reshape(b, h * w)
     ys = torch.arange(h, device=probs.device, dtype=torch.float32).repeat_interleave(w).expand(b, -1)
     xs = torch.arange(w, device=probs.device, dtype=torch.float32).repeat(h).expand(b, -1)
-    n = h * w + 1
+    n = h2 * w2 + 1
 
     def reduce(values: torch.Tensor, how: str, init: float) -> torch.Tensor:
         out = torch.full((b, n), init, device=probs.device)
@@ -286,7 +289,7 @@ def crop_faces(image: torch.Tensor, squares: torch.Tensor, size: int = FACE_SIZE
 
 def paste_faces(
     coarse: torch.Tensor, fine: torch.Tensor, squares: torch.Tensor, use: torch.Tensor,
-    photo: tuple[int, int], feather: float = PASTE_FEATHER,
+    photo: tuple[int, int], feather: float = PASTE_FEATHER, window: tuple[int, int, int, int] | None = None,
 ) -> torch.Tensor:
     """Paste face-crop parses softly into a parse.
 
@@ -296,6 +299,8 @@ def paste_faces(
             pixels); ``use`` ``(B, M)`` bool (unused crops get weight 0).
         feather: the crops' weight ramps from 0 at their border to 1 over this fraction of
             their half-side.
+        window: ``(y0, y1, x0, x1)`` of the parse grid holding every used crop: only it is
+            computed (None: the whole grid, the sync-free choice).
 
     Returns:
         ``(B, K, h, w)``: ``(1 - W) coarse + W * (weighted mean of the crops)`` with ``W`` the
@@ -303,23 +308,47 @@ def paste_faces(
     """
     b, m, k, s, _ = fine.shape
     h, w = coarse.shape[-2:]
+    y0w, y1w, x0w, x1w = window if window is not None else (0, h, 0, w)
+    if y1w <= y0w or x1w <= x0w:
+        return coarse
     big_h, big_w = photo
     x0, y0, x1, y1 = squares.reshape(b * m, 4).unbind(-1)
     side_x, side_y = (x1 - x0).clamp(min=1e-6), (y1 - y0).clamp(min=1e-6)
+    # the window's normalised coordinates [-1, 1] -> the crops'
+    span_x, span_y = big_w * (x1w - x0w) / w, big_h * (y1w - y0w) / h
+    left, top = big_w * x0w / w, big_h * y0w / h
     theta = torch.zeros(b * m, 2, 3, device=coarse.device)
-    theta[:, 0, 0] = big_w / side_x
-    theta[:, 0, 2] = (big_w - (x0 + x1)) / side_x
-    theta[:, 1, 1] = big_h / side_y
-    theta[:, 1, 2] = (big_h - (y0 + y1)) / side_y
-    grid = F.affine_grid(theta, [b * m, k, h, w], align_corners=False)  # crop coordinates in [-1, 1]
+    theta[:, 0, 0] = span_x / side_x
+    theta[:, 0, 2] = (2 * left + span_x - (x0 + x1)) / side_x
+    theta[:, 1, 1] = span_y / side_y
+    theta[:, 1, 2] = (2 * top + span_y - (y0 + y1)) / side_y
+    hw, ww = y1w - y0w, x1w - x0w
+    grid = F.affine_grid(theta, [b * m, k, hw, ww], align_corners=False)  # crop coordinates in [-1, 1]
     sampled = F.grid_sample(fine.reshape(b * m, k, s, s), grid, mode="bilinear", padding_mode="zeros",
-                            align_corners=False).view(b, m, k, h, w)
+                            align_corners=False).view(b, m, k, hw, ww)
     ramp = ((1.0 - grid.abs()) / feather).clamp(0.0, 1.0)
-    weight = (ramp[..., 0] * ramp[..., 1]).view(b, m, 1, h, w) * use.view(b, m, 1, 1, 1).float()
+    weight = (ramp[..., 0] * ramp[..., 1]).view(b, m, 1, hw, ww) * use.view(b, m, 1, 1, 1).float()
     total = weight.sum(1)
     pasted = (sampled * weight).sum(1) / total.clamp(min=1e-6)
-    top = weight.amax(1)
-    return coarse * (1.0 - top) + pasted * top
+    top_w = weight.amax(1)
+    inside = coarse[..., y0w:y1w, x0w:x1w]
+    blended = inside * (1.0 - top_w) + pasted * top_w
+    if window is None:
+        return blended
+    out = coarse.clone()
+    out[..., y0w:y1w, x0w:x1w] = blended
+    return out
+
+
+def _grid_window(
+    squares: torch.Tensor, photo: tuple[int, int], grid: tuple[int, int]
+) -> tuple[int, int, int, int]:
+    """``(y0, y1, x0, x1)`` on the parse ``grid`` covering ``squares`` ``(N, 4)`` (photo pixels),
+    clipped to the grid (reads the boxes back: CPU only)."""
+    sy, sx = grid[0] / photo[0], grid[1] / photo[1]
+    x0, y0 = squares[:, 0].min().item() * sx, squares[:, 1].min().item() * sy
+    x1, y1 = squares[:, 2].max().item() * sx, squares[:, 3].max().item() * sy
+    return (max(0, int(y0)), min(grid[0], int(y1) + 2), max(0, int(x0)), min(grid[1], int(x1) + 2))
 
 
 def class_weights(keep: Sequence[int], num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -561,19 +590,21 @@ class PortraitPipeline(nn.Module):
             return coarse, person, image.new_zeros(b, m, 4), none
         boxes, area = find_heads(probs, self.head, m)
         squares, use = face_squares(boxes, area, tuple(probs.shape[-2:]), big, face_size=self.face_size)
-        if image.device.type == "cpu":  # reading back is free here: parse real faces only
-            picked = use.flatten().nonzero().flatten()
-            if picked.numel() == 0:
+        window = None
+        crop_squares, crop_use = squares, use
+        if image.device.type == "cpu":  # reading back is free here: parse and paste real faces only
+            count = int(use.sum(1).max())
+            if count == 0:
                 return coarse, person, squares, use
-            crops = crop_faces(image, squares, self.face_size).index_select(0, picked)
-        else:
-            picked, crops = None, crop_faces(image, squares, self.face_size)
+            order = use.float().argsort(dim=1, descending=True, stable=True)[:, :count]
+            crop_squares = squares.gather(1, order[..., None].expand(-1, -1, 4))
+            crop_use = use.gather(1, order)
+            window = _grid_window(crop_squares[crop_use], big, grid)
+        crops = crop_faces(image, crop_squares, self.face_size)
         logits, _ = run_model(self.segmenter, crops, tta=self.tta, flip_perm=self.flip_perm)
-        fine = logits.float().softmax(1)
-        if picked is not None:
-            fine = fine.new_zeros(b * m, *fine.shape[1:]).index_copy_(0, picked, fine)
-        fine = fine.view(b, m, *fine.shape[1:])
-        return paste_faces(coarse, fine, squares, use, big), person, squares, use
+        fine = logits.float().softmax(1).view(b, crop_squares.shape[1], *logits.shape[1:])
+        parse = paste_faces(coarse, fine, crop_squares, crop_use, big, window=window)
+        return parse, person, squares, use
 
     def subject_alpha(
         self, image: torch.Tensor, parse: torch.Tensor, person: torch.Tensor | None
