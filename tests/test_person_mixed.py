@@ -164,7 +164,9 @@ def two_sources(tmp_path: Path) -> dict:
 def test_targets_per_source_unknown_is_never_background(two_sources):
     people = source_samples("people", two_sources["people"])["train"]
     image, parse, matte = load_targets(people[0])
-    assert (parse == IGNORE).all() and set(np.unique(matte)) == {0, 255}
+    assert set(np.unique(matte)) == {0, 255}
+    # no Helen labels: unknown on the person, known background outside it (no class is off-person)
+    assert (parse[matte == 255] == IGNORE).all() and (parse[matte == 0] == 0).all()
     helen = source_samples("helen", two_sources["helen"])["train"]
     _, parse, matte = load_targets(helen[0])
     assert set(np.unique(parse)) == {2, 3} and matte.max() == 255
@@ -354,6 +356,23 @@ def test_real_sources_load_with_both_targets():
     counts = {k: {s: len(v) for s, v in d.items()} for k, d in dm.splits.items()}
     assert counts == {"helenstar": {"train": 1799, "val": 200}, "ccp": {"train": 904, "val": 100}}
     ccp = MixedDataset(dm.splits["ccp"]["val"][:2], dm._transforms(False), train=False)[0]
-    assert (ccp["mask"] == IGNORE).all() and 0.05 < ccp["person"].mean() < 0.6
+    assert 0.05 < ccp["person"].mean() < 0.6 and not ccp["has_parse"]
+    assert (ccp["mask"][ccp["person"][0] > 0.5] == IGNORE).all() and (ccp["mask"] == 0).any()
     helen = MixedDataset(dm.splits["helenstar"]["val"][:2], dm._transforms(False), train=False)[0]
     assert (helen["mask"] != IGNORE).all() and helen["person"].min() >= 0
+
+
+def test_data_check_reads_person_mask_sources(two_sources, capsys):
+    from portraitseg.data.__main__ import main
+
+    people = two_sources["people"]["root"]
+    assert main(["check", people, "--person", "label"]) == 0
+    out = capsys.readouterr().out
+    assert "person share of the pixels 23.3%" in out and "no problems found" in out
+    # without --person, 0/255 masks are class ids 255: named, with the way out
+    assert main(["check", people]) == 1
+    assert "--person label" in capsys.readouterr().out
+    helen = two_sources["helen"]["root"]
+    assert main(["check", helen, "--person", "person/person_{num}.png"]) == 0
+    assert main(["check", helen, "--person", "mattes/m_{num}.png"]) == 1
+    assert "person matte" in capsys.readouterr().out

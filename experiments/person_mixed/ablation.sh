@@ -15,10 +15,15 @@ run() {  # name, samples per epoch, overrides...
   $PY train.py experiment=person_mixed task_name=ablation_$name data.epoch_size=$size \
     trainer.max_epochs=2 trainer.max_time=null callbacks.progress_bar=null "$@"
 }
-run ce 1320 loss.class_weights=null
-run balanced 1320
-run ohem 1320 loss.class_weights=null loss.ohem=0.25
-run zoom_strong 1320 data.zoom.p=0.8 "data.zoom.scale=[0.08,0.8]"
-run unet 720 model=unet_efficientnet_lite0 model.person_head=true
-run fcn 1680 model=fcn_efficientnet_lite0 model.person_head=true
+ARMS=${ARMS:-ce balanced ohem fcn zoom_strong}
+for arm in $ARMS; do
+  case $arm in
+    ce) run ce 1320 loss.class_weights=null ;;
+    balanced) run balanced 1320 ;;
+    ohem) run ohem 1320 loss.class_weights=null loss.ohem=0.25 ;;
+    zoom_strong) run zoom_strong 1320 data.zoom.p=0.8 "data.zoom.scale=[0.08,0.8]" ;;
+    unet) run unet 720 model=unet_efficientnet_lite0 model.person_head=true ;;
+    fcn) run fcn 1680 model=fcn_efficientnet_lite0 model.person_head=true ;;
+  esac
+done
 echo "=== done $(date -u +%H:%M:%S)"

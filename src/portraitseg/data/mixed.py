@@ -4,7 +4,10 @@ Two targets exist: the Helen parse (class ids 0..10) and the whole-person matte 
 A source declares which it has; a missing target is *unknown*, never background: its parse is
 :data:`IGNORE` (255, skipped by the cross-entropy) and its matte is ``-1`` (skipped by the person
 loss and metrics), pixel by pixel, so a zoom-out composite of a CCP photo (matte only) pasted into
-a HELEN* photo (both) carries both targets exactly where they are known.
+a HELEN* photo (both) carries both targets exactly where they are known. One thing is known
+without Helen labels: outside the person (matte 0) every pixel is parse background, so a person
+matte also teaches the parse head that street scenes, trees and clothes are not faces or hair.
+Items carry ``has_parse`` (the source has Helen labels) for the per-source metrics.
 
 A source (``sources.<name>`` in ``conf/data/mixed.yaml``)::
 
@@ -45,6 +48,9 @@ from portraitseg.io import DEFAULT_MAX_PIXELS, InputError, read_image, read_labe
 IGNORE = 255
 #: person-matte value of pixels whose person target is unknown
 UNKNOWN = -1.0
+#: in a source without Helen labels, pixels whose person matte is at most this (of 255) are
+#: known to be background for the parse too (Helen's classes are all parts of a person)
+BACKGROUND_MATTE = 5
 
 
 @dataclass(frozen=True)
@@ -124,6 +130,8 @@ def load_targets(
     if sample.person is not None:
         matte = read_matte(sample.person, max_pixels)
         _check_size(sample.person, matte, image, sample.image)
+        if sample.parse is None:  # every Helen class is part of a person: outside it, background
+            parse[matte <= BACKGROUND_MATTE] = 0
     return image, parse, matte
 
 
@@ -160,7 +168,8 @@ class _Augment:
 
 class MixedDataset(Dataset):
     """Samples of several sources as ``{"image": (3, S, S) in [0, 1], "mask": (S, S) int64
-    (255 = unknown), "person": (1, S, S) float ([0, 1], -1 = unknown), "id", "source"}``.
+    (255 = unknown), "person": (1, S, S) float ([0, 1], -1 = unknown), "id", "source",
+    "has_parse"}``.
 
     Training (``train=True``): each source's augmentation, then with probability ``zoom["p"]``
     a zoom-out: the sample is shrunk to a random ``zoom["scale"]`` share of the side (log-uniform)
@@ -197,12 +206,12 @@ class MixedDataset(Dataset):
         masks = [matte if matte is not None else np.zeros_like(parse)]
         out = self.transform.transforms[sample.source](image=image, mask=parse, masks=masks)
         parse = out["mask"]
-        if sample.parse is None:  # padding added by the geometry stays unknown too
+        if sample.parse is None and matte is None:  # geometry padding stays unknown too
             parse = np.full_like(parse, IGNORE)
         person = np.asarray(out["masks"])[0].astype(np.float32) / 255.0
         if matte is None:
             person[:] = UNKNOWN
-        meta = {"id": sample.id, "source": sample.source}
+        meta = {"id": sample.id, "source": sample.source, "has_parse": sample.parse is not None}
         if "valid_size" in out:
             meta["valid_size"] = torch.tensor(out["valid_size"])
         return meta, out["image"], parse, person

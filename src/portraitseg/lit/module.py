@@ -168,12 +168,13 @@ class SegmentationModule(L.LightningModule):
         mask = batch["mask"]
         preds = logits.argmax(1)
         known = bool((mask != 255).any())
+        has_parse = bool(torch.as_tensor(batch.get("has_parse", True)).any())
         if known:
             self.log(f"{prefix}loss", self.loss(logits, mask), prog_bar=not source, sync_dist=True,
                      batch_size=len(logits), add_dataloader_idx=False)
         if source:
             parse_metrics, person_metrics = self._metrics_of(source)
-            if known:
+            if known and has_parse:  # a person-only source has no Helen score
                 parse_metrics.update(preds, mask)
             if person is not None and "person" in batch:
                 person_metrics.update(person.sigmoid(), batch["person"])
