@@ -14,7 +14,14 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from portraitseg.cli import config_dir
-from portraitseg.data.mixed import IGNORE, MixedDataModule, MixedDataset, load_targets, source_samples, zoom_out
+from portraitseg.data.mixed import (
+    IGNORE,
+    MixedDataModule,
+    MixedDataset,
+    load_targets,
+    source_samples,
+    zoom_out,
+)
 from portraitseg.io import InputError
 from portraitseg.lit.losses import parse_loss, person_loss
 from portraitseg.lit.metrics import PersonMetrics, person_scores

@@ -30,12 +30,24 @@ from portraitseg.data.transforms import EvalTransform
 from portraitseg.lit.metrics import HelenMetrics, PersonMetrics
 from portraitseg.models.checkpoint import load_segmenter
 
-SHARED = Path(os.environ.get("PORTRAITSEG_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
+SHARED = Path(
+    os.environ.get("PORTRAITSEG_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data")
+)
 SOURCES = {
-    "helenstar": {"root": str(SHARED / "helenstar"), "layout": "helenstar", "parse": True,
-                  "person": "person/person_{num}.png", "val_fraction": 0.1},
-    "ccp": {"root": str(SHARED / "ccp_person"), "layout": "folder", "parse": False, "person": "label",
-            "val_fraction": 0.1},
+    "helenstar": {
+        "root": str(SHARED / "helenstar"),
+        "layout": "helenstar",
+        "parse": True,
+        "person": "person/person_{num}.png",
+        "val_fraction": 0.1,
+    },
+    "ccp": {
+        "root": str(SHARED / "ccp_person"),
+        "layout": "folder",
+        "parse": False,
+        "person": "label",
+        "val_fraction": 0.1,
+    },
 }
 
 
@@ -60,8 +72,13 @@ def evaluate(path: str, size: int, tta: bool, splits: dict, limit: int | None) -
     net, info = load_segmenter(path)
     if not getattr(net, "person_head", False):
         raise SystemExit(f"{path}: this model has no person head")
-    result: dict = {"model": path, "size": size, "tta": tta, "epoch": info.get("epoch"),
-                    "global_step": info.get("global_step")}
+    result: dict = {
+        "model": path,
+        "size": size,
+        "tta": tta,
+        "epoch": info.get("epoch"),
+        "global_step": info.get("global_step"),
+    }
     for source, samples in splits.items():
         parse_metrics, person_metrics = HelenMetrics(NUM_CLASSES), PersonMetrics()
         for sample in samples[:limit]:
@@ -73,7 +90,9 @@ def evaluate(path: str, size: int, tta: bool, splits: dict, limit: int | None) -
         scores = {k: float(v) for k, v in person_metrics.compute().items()}
         if int(parse_metrics.confusion.sum()):
             helen = parse_metrics.compute()
-            scores.update({k: float(helen[k]) for k in ("f1_overall", "f1_brows", "f1_eyes", "f1_nose", "f1_mouth")})
+            scores.update(
+                {k: float(helen[k]) for k in ("f1_overall", "f1_brows", "f1_eyes", "f1_nose", "f1_mouth")}
+            )
             scores.update({f"f1/{n}": float(helen[f"f1/{n}"]) for n in CLASS_NAMES})
         result[source] = {"n": len(samples[:limit]), **scores}
     result["ms_512x384"] = time_512(net)
@@ -117,14 +136,19 @@ def figure(path: str, samples: list, out: Path, size: int, n: int = 8) -> None:
         to8 = lambda t: (t[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)  # noqa: E731
         panels = [rgb, np.repeat(to8(used), 3, axis=2), to8(portrait)]
         h = 300
-        panels = [cv2.resize(p, (round(p.shape[1] * h / p.shape[0]), h), interpolation=cv2.INTER_AREA) for p in panels]
+        panels = [
+            cv2.resize(p, (round(p.shape[1] * h / p.shape[0]), h), interpolation=cv2.INTER_AREA)
+            for p in panels
+        ]
         rows.append(np.concatenate(panels, axis=1))
     width = max(r.shape[1] for r in rows)
     rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows]
     half = (len(rows) + 1) // 2
     left, right = np.concatenate(rows[:half]), np.concatenate(rows[half:] or [np.zeros_like(rows[0])])
     right = np.pad(right, ((0, left.shape[0] - right.shape[0]), (0, 0), (0, 0)))
-    Image.fromarray(np.concatenate([left, np.full((left.shape[0], 8, 3), 255, np.uint8), right], axis=1)).save(out)
+    Image.fromarray(
+        np.concatenate([left, np.full((left.shape[0], 8, 3), 255, np.uint8), right], axis=1)
+    ).save(out)
 
 
 def main() -> None:
@@ -147,11 +171,15 @@ def main() -> None:
         t = time.time()
         results[name] = evaluate(ckpt, args.size, not args.no_tta, splits, args.limit)
         r = results[name]
-        print(f"{name}: helen f1_overall {r['helenstar']['f1_overall']:.4f} (brows {r['helenstar']['f1_brows']:.3f}, "
-              f"r-brow {r['helenstar']['f1/right_brow']:.3f}, r-eye {r['helenstar']['f1/right_eye']:.3f}), "
-              f"ccp IoU {r['ccp']['person_iou']:.4f} BF {r['ccp']['person_boundary_f']:.4f} "
-              f"MAD {r['ccp']['person_mad']:.4f}, helen person IoU {r['helenstar']['person_iou']:.4f}, "
-              f"{r['ms_512x384']:.0f} ms/512px ({time.time() - t:.0f} s)", flush=True)
+        print(
+            f"{name}: helen f1_overall {r['helenstar']['f1_overall']:.4f} "
+            f"(brows {r['helenstar']['f1_brows']:.3f}, "
+            f"r-brow {r['helenstar']['f1/right_brow']:.3f}, r-eye {r['helenstar']['f1/right_eye']:.3f}), "
+            f"ccp IoU {r['ccp']['person_iou']:.4f} BF {r['ccp']['person_boundary_f']:.4f} "
+            f"MAD {r['ccp']['person_mad']:.4f}, helen person IoU {r['helenstar']['person_iou']:.4f}, "
+            f"{r['ms_512x384']:.0f} ms/512px ({time.time() - t:.0f} s)",
+            flush=True,
+        )
         args.out.write_text(json.dumps(results, indent=1) + "\n")
     if args.figure:
         figure(args.ckpt[0], splits["ccp"], args.figure, args.size)

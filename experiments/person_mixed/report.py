@@ -21,17 +21,33 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 CURVES = ("score", "helenstar/f1_overall", "ccp/person_iou", "ccp/person_boundary_f", "helenstar/person_iou")
-CLASSES = ("skin", "left_brow", "right_brow", "left_eye", "right_eye", "nose", "upper_lip", "inner_mouth",
-           "lower_lip", "hair")
+CLASSES = (
+    "skin",
+    "left_brow",
+    "right_brow",
+    "left_eye",
+    "right_eye",
+    "nose",
+    "upper_lip",
+    "inner_mouth",
+    "lower_lip",
+    "hair",
+)
 
 
 def val_rows(run_dir: Path) -> list[dict[str, float]]:
     """One row per validation from the CSV logger's metrics.csv."""
     path = next(run_dir.glob("**/metrics.csv"))
     with path.open() as f:
-        return [{"epoch": int(r["epoch"]), "step": int(r["step"]) + 1,
-                 **{c: float(r[f"val/{c}"]) for c in CURVES if r.get(f"val/{c}")}}
-                for r in csv.DictReader(f) if r.get("val/score")]
+        return [
+            {
+                "epoch": int(r["epoch"]),
+                "step": int(r["step"]) + 1,
+                **{c: float(r[f"val/{c}"]) for c in CURVES if r.get(f"val/{c}")},
+            }
+            for r in csv.DictReader(f)
+            if r.get("val/score")
+        ]
 
 
 def curves(runs: dict[str, Path], out: Path, name: str) -> None:
@@ -40,8 +56,11 @@ def curves(runs: dict[str, Path], out: Path, name: str) -> None:
     for run, path in runs.items():
         rows = val_rows(path)
         for r in rows:
-            lines.append(f"| {run} | {r['epoch']} | {r['step']} | "
-                         + " | ".join(f"{r.get(c, float('nan')):.4f}" for c in CURVES) + " |")
+            lines.append(
+                f"| {run} | {r['epoch']} | {r['step']} | "
+                + " | ".join(f"{r.get(c, float('nan')):.4f}" for c in CURVES)
+                + " |"
+            )
         for ax, key in zip(axes, ("score", "helenstar/f1_overall", "ccp/person_iou"), strict=True):
             ax.plot([r["step"] for r in rows], [r[key] for r in rows], marker="o", label=run)
             ax.set_title(f"val/{key}")
@@ -53,17 +72,26 @@ def curves(runs: dict[str, Path], out: Path, name: str) -> None:
 
 
 def table(results: dict, out: Path, name: str) -> None:
-    head = ("| run | steps | Helen overall F1 | brows | eyes | nose | mouth | CCP IoU | CCP boundary F | "
-            "CCP MAD | HELEN* person IoU | ms / 512 px |")
+    head = (
+        "| run | steps | Helen overall F1 | brows | eyes | nose | mouth | CCP IoU | CCP boundary F | "
+        "CCP MAD | HELEN* person IoU | ms / 512 px |"
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for run, r in results.items():
         h, c = r["helenstar"], r["ccp"]
         lines.append(
-            f"| {run} | {r.get('global_step')} | {h['f1_overall']:.4f} | {h['f1_brows']:.3f} | {h['f1_eyes']:.3f} | "
-            f"{h['f1_nose']:.3f} | {h['f1_mouth']:.3f} | {c['person_iou']:.4f} | {c['person_boundary_f']:.4f} | "
-            f"{c['person_mad']:.4f} | {h['person_iou']:.4f} | {r['ms_512x384']:.0f} |")
-    lines += ["", "Per-class F1 on HELEN* val (native 256x256, flip TTA):", "",
-              "| run | " + " | ".join(CLASSES) + " |", "|" + "---|" * (len(CLASSES) + 1)]
+            f"| {run} | {r.get('global_step')} | {h['f1_overall']:.4f} | {h['f1_brows']:.3f} | "
+            f"{h['f1_eyes']:.3f} | {h['f1_nose']:.3f} | {h['f1_mouth']:.3f} | {c['person_iou']:.4f} | "
+            f"{c['person_boundary_f']:.4f} | "
+            f"{c['person_mad']:.4f} | {h['person_iou']:.4f} | {r['ms_512x384']:.0f} |"
+        )
+    lines += [
+        "",
+        "Per-class F1 on HELEN* val (native 256x256, flip TTA):",
+        "",
+        "| run | " + " | ".join(CLASSES) + " |",
+        "|" + "---|" * (len(CLASSES) + 1),
+    ]
     for run, r in results.items():
         lines.append(f"| {run} | " + " | ".join(f"{r['helenstar'][f'f1/{k}']:.3f}" for k in CLASSES) + " |")
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")
