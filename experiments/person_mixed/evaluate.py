@@ -3,10 +3,11 @@
 For each model: Helen per-class and overall F1 on HELEN* val (native 256x256 labels), person IoU /
 boundary F / MAD on CCP val (hand labels, native size) and on HELEN* val (teacher mattes), with the
 model run as `portraitseg render` runs it (long side = --size, letterboxed, flip TTA, outputs
-resized back to the photo); plus the median time of one 512x384 photo on this machine's CPU.
+resized back to the photo). ``--timing`` times every model on one 512x384 photo in one process
+(run it on an idle machine).
 
     python experiments/person_mixed/evaluate.py --ckpt a.ckpt b.ckpt --name a b \
-        --out experiments/person_mixed/results_ablation.json [--figure fig.png]
+        --out experiments/person_mixed/results_ablation.json [--figure fig.png] [--timing]
 
 The val splits are exactly those of training (same sources, val_fraction 0.1, split_seed 0).
 """
@@ -95,7 +96,6 @@ def evaluate(path: str, size: int, tta: bool, splits: dict, limit: int | None) -
             )
             scores.update({f"f1/{n}": float(helen[f"f1/{n}"]) for n in CLASS_NAMES})
         result[source] = {"n": len(samples[:limit]), **scores}
-    result["ms_512x384"] = time_512(net)
     return result
 
 
@@ -160,6 +160,9 @@ def main() -> None:
     parser.add_argument("--no-tta", action="store_true")
     parser.add_argument("--limit", type=int, default=None, help="at most this many val photos per source")
     parser.add_argument("--figure", type=Path, help="also draw 8 CCP val photos with the first model")
+    parser.add_argument("--timing", action="store_true",
+                        help="only time every model (512x384, median of 10) in this one process "
+                             "and add ms_512x384 to the results")
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("EVAL_THREADS", "2")))
     names = args.name or [Path(c).parent.parent.name for c in args.ckpt]
@@ -167,17 +170,23 @@ def main() -> None:
     dm.setup()
     splits = {name: dm.splits[name]["val"] for name in dm.val_names}
     results = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    if args.timing:
+        for name, ckpt in zip(names, args.ckpt, strict=True):
+            results.setdefault(name, {})["ms_512x384"] = time_512(load_segmenter(ckpt)[0])
+            print(f"{name}: {results[name]['ms_512x384']:.1f} ms / 512x384 photo", flush=True)
+        args.out.write_text(json.dumps(results, indent=1) + "\n")
+        return
     for name, ckpt in zip(names, args.ckpt, strict=True):
         t = time.time()
-        results[name] = evaluate(ckpt, args.size, not args.no_tta, splits, args.limit)
+        scores = evaluate(ckpt, args.size, not args.no_tta, splits, args.limit)
+        results[name] = {**results.get(name, {}), **scores}
         r = results[name]
+        h, c = r["helenstar"], r["ccp"]
         print(
-            f"{name}: helen f1_overall {r['helenstar']['f1_overall']:.4f} "
-            f"(brows {r['helenstar']['f1_brows']:.3f}, "
-            f"r-brow {r['helenstar']['f1/right_brow']:.3f}, r-eye {r['helenstar']['f1/right_eye']:.3f}), "
-            f"ccp IoU {r['ccp']['person_iou']:.4f} BF {r['ccp']['person_boundary_f']:.4f} "
-            f"MAD {r['ccp']['person_mad']:.4f}, helen person IoU {r['helenstar']['person_iou']:.4f}, "
-            f"{r['ms_512x384']:.0f} ms/512px ({time.time() - t:.0f} s)",
+            f"{name}: helen f1_overall {h['f1_overall']:.4f} (brows {h['f1_brows']:.3f}, l/r-brow "
+            f"{h['f1/left_brow']:.3f}/{h['f1/right_brow']:.3f}, l/r-eye {h['f1/left_eye']:.3f}/"
+            f"{h['f1/right_eye']:.3f}), ccp IoU {c['person_iou']:.4f} BF {c['person_boundary_f']:.4f} "
+            f"MAD {c['person_mad']:.4f}, helen person IoU {h['person_iou']:.4f} ({time.time() - t:.0f} s)",
             flush=True,
         )
         args.out.write_text(json.dumps(results, indent=1) + "\n")

@@ -83,7 +83,8 @@ def table(results: dict, out: Path, name: str) -> None:
             f"| {run} | {r.get('global_step')} | {h['f1_overall']:.4f} | {h['f1_brows']:.3f} | "
             f"{h['f1_eyes']:.3f} | {h['f1_nose']:.3f} | {h['f1_mouth']:.3f} | {c['person_iou']:.4f} | "
             f"{c['person_boundary_f']:.4f} | "
-            f"{c['person_mad']:.4f} | {h['person_iou']:.4f} | {r['ms_512x384']:.0f} |"
+            f"{c['person_mad']:.4f} | {h['person_iou']:.4f} | "
+            f"{r.get('ms_512x384', float('nan')):.0f} |"
         )
     lines += [
         "",
