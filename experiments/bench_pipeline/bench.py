@@ -130,6 +130,7 @@ def stages(job, src: Path, out: Path) -> dict[str, float]:
     import torch
 
     from portraitseg.io import read_image, write_image
+    from portraitseg.pipeline import to_uint8
 
     pipe = job.pipeline
     times: dict[str, float] = {}
@@ -159,7 +160,7 @@ def stages(job, src: Path, out: Path) -> dict[str, float]:
         lap("subject alpha")
         portrait, _ = pipe.render(image, alpha)
         lap("render")
-        result = portrait[0].clamp(0, 1).mul(255).add_(0.5).byte().permute(1, 2, 0).numpy()
+        result = to_uint8(portrait[0])
         lap("to uint8")
         write_image(out, result, quality=95)
         lap("encode")

@@ -566,10 +566,6 @@ def stages_figure(
 # the command
 
 
-def _to_uint8(x: torch.Tensor) -> np.ndarray:
-    return x[0].clamp(0, 1).mul(255).add_(0.5).byte().permute(1, 2, 0).cpu().numpy()
-
-
 def render_file(job: Job, src: Path, out: Path, figure: Path | None, alpha: Path | None = None) -> list[str]:
     """Render one photo into ``out`` (the stages figure into ``figure``, the 8-bit subject alpha
     into ``alpha``); returns warnings (e.g. that only the first frame of an animated GIF or
@@ -592,10 +588,12 @@ def _render(job: Job, rgb: np.ndarray, out: Path, figure: Path | None, alpha_out
     image = torch.from_numpy(rgb).to(job.device).permute(2, 0, 1)[None]  # uint8: the pipeline scales it
     result = job.pipeline(image)
     del image
-    portrait = _to_uint8(result.portrait)
+    from portraitseg.pipeline import to_uint8
+
+    portrait = to_uint8(result.portrait[0])
     write_image(out, portrait, quality=job.quality)
     if alpha_out is not None:
-        write_image(alpha_out, result.alpha[0, 0].clamp(0, 1).mul(255).add_(0.5).byte().cpu().numpy())
+        write_image(alpha_out, to_uint8(result.alpha[0, 0]))
     if figure is not None:
         size = panel_size(*rgb.shape[:2])
         label = F.interpolate(result.parse, size=size, mode="bilinear", align_corners=False)[0].argmax(0)
