@@ -22,6 +22,7 @@ from portraitseg.pipeline import (
     crop_faces,
     face_squares,
     find_heads,
+    label_regions,
     paste_faces,
     render_parse,
     render_preset,
@@ -98,6 +99,16 @@ def test_find_heads_largest_first_and_missing_slots_empty():
     assert area[0].tolist() == [320.0, 36.0, 0.0]
 
 
+def test_label_regions_matches_kornia():
+    from kornia.contrib import connected_components
+
+    mask = (torch.rand(2, 1, 40, 50, generator=torch.Generator().manual_seed(0)) > 0.55).float()
+    ours = label_regions(mask, 60)
+    theirs = connected_components(mask, num_iterations=60)
+    theirs = (theirs - torch.arange(2).view(2, 1, 1, 1) * 40 * 50).clamp(min=0) * mask.long()  # per-image ids
+    torch.testing.assert_close(ours.long(), theirs)
+
+
 def test_face_squares_scale_to_the_photo_and_need_a_gain():
     boxes = torch.tensor([[[10.0, 10, 20, 30], [0, 0, 180, 180]]])
     squares, use = face_squares(boxes, torch.tensor([[150.0, 30000.0]]), (64, 64), (640, 640), face_size=256)
@@ -108,7 +119,7 @@ def test_face_squares_scale_to_the_photo_and_need_a_gain():
 def test_crop_and_paste_round_trip():
     """A crop of a photo pasted back lands where it came from; outside the crop nothing changes."""
     yy, xx = torch.meshgrid(torch.arange(80.0), torch.arange(100.0), indexing="ij")
-    image = torch.stack([xx / 100, yy / 80, (xx + yy) / 180])[None]  # linear: sub-pixel samples average exactly
+    image = torch.stack([xx / 100, yy / 80, (xx + yy) / 180])[None]  # linear: samples average exactly
     squares = torch.tensor([[[20.0, 10, 60, 50]]])
     crops = crop_faces(image, squares, 40)  # 1:1 scale
     torch.testing.assert_close(crops[0], image[0, :, 10:50, 20:60], atol=1e-5, rtol=0)
