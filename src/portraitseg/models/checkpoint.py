@@ -388,14 +388,14 @@ def model_card(info: Mapping[str, Any], weights_path: str | os.PathLike) -> str:
         lines += [f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items())]
     else:
         lines.append("none stored in the checkpoint")
-    lines += [
-        "",
-        "## Limits",
-        "",
+    limits = (
+        "A person head: `segment()` also returns a whole-person matte (the portrait's subject); the "
+        "parse covers the face and hair only."
+        if model.get("person_head") else
         "Helen labels cover the face and hair only: neck, ears, body and clothes are background, "
-        "so the subject mask of a portrait stops at the chin and hair line.",
-        "",
-    ]
+        "so the subject mask of a portrait stops at the chin and hair line."
+    )
+    lines += ["", "## Limits", "", limits, ""]
     return "\n".join(lines)
 
 
