@@ -195,6 +195,8 @@ def test_declared_person_folder_missing_and_wrong_size_are_named(two_sources, tm
         source_samples("helen", cfg)
     with pytest.raises(ValueError, match="declares no target"):
         source_samples("helen", dict(two_sources["helen"], parse=False, person=None))
+    with pytest.raises(ValueError, match="set parse: false"):
+        source_samples("people", dict(two_sources["people"], parse=True))
     root = Path(two_sources["helen"]["root"])
     _write(root / "person/person_0.png", np.zeros((20, 20), np.uint8))  # wrong size
     sample = source_samples("helen", two_sources["helen"])["train"][0]

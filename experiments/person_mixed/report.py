@@ -50,6 +50,23 @@ def val_rows(run_dir: Path) -> list[dict[str, float]]:
         ]
 
 
+def last_val(run_dir: Path) -> dict[str, str]:
+    """The last validation row of a run's metrics.csv (every logged val/ key)."""
+    path = next(run_dir.glob("**/metrics.csv"))
+    with path.open() as f:
+        return [r for r in csv.DictReader(f) if r.get("val/score")][-1]
+
+
+def per_class(runs: dict[str, Path]) -> list[str]:
+    """Per-class F1 on HELEN* val at each run's last validation (320 px letterbox, flip TTA)."""
+    lines = ["| run | " + " | ".join(CLASSES) + " |", "|" + "---|" * (len(CLASSES) + 1)]
+    for run, path in runs.items():
+        row = last_val(path)
+        scores = [f"{float(row[f'val/helenstar/f1/{c}']):.3f}" for c in CLASSES]
+        lines.append(f"| {run} | " + " | ".join(scores) + " |")
+    return lines
+
+
 def curves(runs: dict[str, Path], out: Path, name: str) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), dpi=110)
     lines = ["| run | epoch | steps | " + " | ".join(CURVES) + " |", "|---" * (len(CURVES) + 3) + "|"]
@@ -68,6 +85,7 @@ def curves(runs: dict[str, Path], out: Path, name: str) -> None:
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / f"{name}_curves.png")
+    lines += ["", "Per-class F1 on HELEN* val at the last validation:", "", *per_class(runs)]
     (out / f"{name}_per_epoch.md").write_text("\n".join(lines) + "\n")
 
 

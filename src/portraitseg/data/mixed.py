@@ -81,6 +81,9 @@ def source_samples(name: str, cfg: Mapping[str, Any]) -> dict[str, list[TargetSa
     parse, person = bool(cfg.get("parse", True)), cfg.get("person")
     if not parse and not person:
         raise ValueError(f"data.sources.{name}: declares no target (parse: false, person: null)")
+    if parse and person == "label":
+        raise ValueError(f"data.sources.{name}: person: label makes the label files person masks, so "
+                         "they cannot also be Helen class ids; set parse: false")
     found = discover(root, cfg.get("layout", "auto"))
     out: dict[str, list[TargetSample]] = {}
     for split, samples in found.items():
