@@ -204,6 +204,36 @@ def test_pass2_parses_small_faces_at_face_size():
     assert scores[True] > 0.9 and scores[True] > scores[False] + 0.05, scores
 
 
+def test_fast_render_in_place_only_on_photos_it_owns():
+    """A uint8 photo is converted by the pipeline, so the portrait overwrites that copy; a float
+    photo is the caller's and stays untouched; both give the same portrait."""
+    photo = torch.nn.functional.interpolate(portrait_photo(96, 128, 30, 10, 50)[None], size=(768, 1024),
+                                            mode="bilinear", align_corners=False)
+    photo8 = (photo * 255).round().byte()
+    photo = photo8.float() / 255
+    before = photo.clone()
+    pipe = pipeline()
+    from portraitseg.render.fast import work_factor
+
+    assert work_factor(768, 1024, sigma=0.012 * 768, falloff=0.15, levels=4, radius=8, feather=0.0,
+                       mode="halo_free") > 1  # the fast path runs here
+    owned, caller = pipe(photo8), pipe(photo)
+    torch.testing.assert_close(owned.portrait, caller.portrait)
+    torch.testing.assert_close(photo, before, atol=0, rtol=0)
+
+
+def test_sync_free_pass2_equals_the_cpu_shortcut():
+    """The accelerator path (every crop parsed, unused ones weighted 0, no read-back) gives what the
+    CPU path (real faces only, pasted in their window) gives."""
+    photos = torch.stack([portrait_photo(192, 256, 24, 40, 100, seed=1),
+                          portrait_photo(192, 256, 20, 90, 20, seed=2)])
+    cpu = pipeline(model_size=48)(photos)
+    free = pipeline(model_size=48, sync_free=True)(photos)
+    assert cpu.face_used.any()
+    torch.testing.assert_close(free.parse, cpu.parse, atol=1e-4, rtol=0)  # float summation order
+    torch.testing.assert_close(free.portrait, cpu.portrait, atol=1e-4, rtol=0)
+
+
 def test_fallbacks_without_a_person_head():
     grabcut = PortraitPipeline(Oracle(person_head=False), render_preset("disc"), model_size=64)
     assert grabcut.subject == "person_grabcut" and grabcut.notes == []

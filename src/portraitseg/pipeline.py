@@ -487,6 +487,8 @@ class PortraitPipeline(nn.Module):
             ``person_model_size``: its input size.
         class_names: the segmenter's classes (default: Helen's when ``K == 11``).
         fast: render with :func:`portraitseg.render.fast.render_portrait_fast` (else the reference).
+        sync_free: pass 2 without reading anything back to the host (all ``max_faces`` crops
+            parsed, unused ones weighted 0); default (None): on accelerators only.
     """
 
     def __init__(
@@ -506,9 +508,11 @@ class PortraitPipeline(nn.Module):
         person_model_size: int = DEFAULT_MODEL_SIZE,
         class_names: Sequence[str] | None = None,
         fast: bool = True,
+        sync_free: bool | None = None,
     ) -> None:
         super().__init__()
         self.fast = bool(fast)
+        self.sync_free = sync_free
         self.segmenter = segmenter
         self.renderer = renderer
         self.person_model = person_model
@@ -627,7 +631,8 @@ class PortraitPipeline(nn.Module):
         squares, use = face_squares(boxes, area, tuple(probs.shape[-2:]), big, face_size=self.face_size)
         window = None
         crop_squares, crop_use = squares, use
-        if image.device.type == "cpu":  # reading back is free here: parse and paste real faces only
+        sync_free = self.sync_free if self.sync_free is not None else image.device.type != "cpu"
+        if not sync_free:  # reading back is free on the CPU: parse and paste real faces only
             count = int(use.sum(1).max())
             if count == 0:
                 return coarse, person, squares, use
@@ -659,16 +664,19 @@ class PortraitPipeline(nn.Module):
             return person_alpha(image, parse, self.keep, **self.person_options)
         return parse_alpha(parse, person, self.kept, self.dropped, "person"), []
 
-    def render(self, image: torch.Tensor, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def render(
+        self, image: torch.Tensor, alpha: torch.Tensor, in_place: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The render step: ``image (B, 3, H, W)`` + ``alpha (B, 1, h, w)`` (any grid) ->
-        ``(portrait (B, 3, H, W), alpha (B, 1, H, W))`` with the renderer's options."""
+        ``(portrait (B, 3, H, W), alpha (B, 1, H, W))`` with the renderer's options; with
+        ``in_place`` (fast render only) the portrait overwrites ``image``."""
         if not self.fast:
             return self.renderer(image, alpha=alpha)
         from portraitseg.render.alpha import check_range
         from portraitseg.render.fast import render_portrait_fast
 
         check_range(alpha, "alpha")
-        return render_portrait_fast(image, alpha, **self.renderer.options)
+        return render_portrait_fast(image, alpha, **self.renderer.options, out=image if in_place else None)
 
     def forward(self, images: torch.Tensor | Sequence[torch.Tensor]) -> PortraitResult:
         """Photos -> portraits (inference only: runs under ``torch.inference_mode``).
@@ -691,7 +699,9 @@ class PortraitPipeline(nn.Module):
                     f"with images.to({str(self.device)!r}) (or the pipeline with .to())")
             parse, person, faces, used = self.parse(image)
             alpha, notes = self.subject_alpha(image, parse, person)
-            portrait, alpha = self.render(image, alpha.to(image.dtype))
+            # a photo converted here (uint8, a list) is ours: the portrait may overwrite it
+            owned = not isinstance(images, torch.Tensor) or image.data_ptr() != images.data_ptr()
+            portrait, alpha = self.render(image, alpha.to(image.dtype), in_place=owned)
         return PortraitResult(portrait, alpha, parse, person, faces, used, list(notes))
 
     def extra_repr(self) -> str:

@@ -126,6 +126,7 @@ def render_portrait_fast(
     highlight_threshold: float,
     method: str,
     factor: int | None = None,
+    out: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`portraitseg.render.render_portrait` with ``alpha=`` (same options, same outputs) at a
     fraction of its cost on large photos; see the module docstring.
@@ -135,6 +136,8 @@ def render_portrait_fast(
         alpha: subject alpha ``(B, 1, h, w)`` in [0, 1], any size (e.g. the parse grid's).
         factor: reduction factor of the smooth steps (default :func:`work_factor`); 1, or a blur
             of 0, runs the reference render itself.
+        out: where to write the portrait, e.g. ``image`` itself when the caller no longer needs it
+            (each band of rows is read before it is written): saves a full-size tensor.
 
     Returns:
         ``(portrait (B, 3, H, W), alpha (B, 1, H, W))``.
@@ -198,7 +201,7 @@ def render_portrait_fast(
     del inputs
     stack = torch.cat(fields, 1)
 
-    portrait = torch.empty_like(image)
+    portrait = torch.empty_like(image) if out is None else out
     alpha_out = image.new_empty(image.shape[0], 1, big_h, big_w)
     for start in range(0, big_h, BAND):
         stop = min(big_h, start + BAND)
