@@ -158,6 +158,18 @@ def test_train_py_user_errors_are_one_line_exit_2(tmp_path):
     assert f"error: dataset root {tmp_path / 'nowhere'} does not exist" in proc.stderr
     assert f"(data.root={tmp_path / 'nowhere'}: pass data.root=/path/to/the/dataset)" in proc.stderr
     assert "Traceback" not in proc.stderr
+    # data=helenstar has no default root: the key is named, with what to pass
+    proc = _train_py(tmp_path, "data=helenstar", tiny=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "error: data.root has no value: set it on the command line, e.g. data.root=" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    # a mixed source whose root is missing is named by its key
+    proc = _train_py(tmp_path, "data=mixed", f"data.sources.helenstar.root={tmp_path / 'no_helen'}",
+                     "model.encoder_name=tu-mobilenetv3_small_050", tiny=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert (f"error: data.sources.helenstar.root: dataset root {tmp_path / 'no_helen'} does not exist"
+            in proc.stderr)
+    assert "Traceback" not in proc.stderr
 
 
 @pytest.mark.slow

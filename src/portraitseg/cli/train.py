@@ -17,6 +17,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from portraitseg.cli import config_dir
 from portraitseg.cli.extras import ExtrasError, apply_extras
@@ -359,10 +360,16 @@ def hydra_main(cfg: DictConfig) -> float | None:
     try:
         apply_extras(cfg)
         metrics = train(cfg)
+    except MissingMandatoryValue as err:
+        key = getattr(err, "full_key", None) or str(err)
+        print(f"error: {key} has no value: set it on the command line, e.g. {key}=/path/to/the/dataset"
+              if str(key).endswith("root") else f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     except USER_ERRORS as err:
         # bad input named by the error itself: one line, no traceback (Hydra would print one)
         hint = ""
-        if isinstance(err, DatasetNotFoundError) and cfg.get("data") and "root" in cfg.data:
+        if (isinstance(err, DatasetNotFoundError) and cfg.get("data") and "root" in cfg.data
+                and not str(err).startswith("data.sources.")):
             hint = f" (data.root={cfg.data.root}: pass data.root=/path/to/the/dataset)"
         print(f"error: {err}{hint}", file=sys.stderr)
         sys.exit(2)

@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from portraitseg.classes import NUM_CLASSES
 from portraitseg.data.datamodule import carve_split, seed_worker
 from portraitseg.data.dataset import collate
-from portraitseg.data.layouts import discover
+from portraitseg.data.layouts import DatasetNotFoundError, discover
 from portraitseg.data.transforms import EvalTransform, train_transform
 from portraitseg.io import DEFAULT_MAX_PIXELS, InputError, read_image, read_label, read_matte
 
@@ -84,7 +84,10 @@ def source_samples(name: str, cfg: Mapping[str, Any]) -> dict[str, list[TargetSa
     if parse and person == "label":
         raise ValueError(f"data.sources.{name}: person: label makes the label files person masks, so "
                          "they cannot also be Helen class ids; set parse: false")
-    found = discover(root, cfg.get("layout", "auto"))
+    try:
+        found = discover(root, cfg.get("layout", "auto"))
+    except DatasetNotFoundError as err:
+        raise DatasetNotFoundError(f"data.sources.{name}.root: {err}") from None
     out: dict[str, list[TargetSample]] = {}
     for split, samples in found.items():
         items = []
