@@ -61,3 +61,19 @@ def test_check_real_helenstar(helenstar_root, capsys):
     assert report.min_size == report.max_size == (256, 256)
     share = report.class_pixels / report.class_pixels.sum()
     assert 0.6 < share[0] < 0.75 and (share > 0).all()
+
+
+def test_synthetic_data_is_prepared_once_per_process(tmp_path, monkeypatch):
+    """Lightning calls prepare_data() and setup() calls it again: the synthetic check (and its
+    "up to date" log line) runs once."""
+    import portraitseg.data.synthetic as synthetic
+    from portraitseg.data import HelenDataModule
+
+    calls = []
+    real = synthetic.ensure_synthetic
+    monkeypatch.setattr(synthetic, "ensure_synthetic", lambda *a, **k: calls.append(1) or real(*a, **k))
+    dm = HelenDataModule(tmp_path / "synth", layout="helenstar", image_size=32, num_workers=0,
+                         synthetic={"n": 4, "seed": 0, "size": 32})
+    dm.prepare_data()
+    dm.setup()
+    assert len(calls) == 1 and dm.splits["train"]

@@ -85,12 +85,14 @@ class HelenDataModule(L.LightningDataModule):
         self.save_hyperparameters(logger=False)
         self.root = Path(root)
         self.splits: dict[str, list[Sample]] = {}
+        self._prepared = False
 
     def prepare_data(self) -> None:
-        if self.hparams.synthetic:
+        if self.hparams.synthetic and not self._prepared:  # once per process (Lightning + setup)
             from portraitseg.data.synthetic import ensure_synthetic
 
             ensure_synthetic(self.root, **self.hparams.synthetic)
+            self._prepared = True
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:

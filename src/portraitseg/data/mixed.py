@@ -291,8 +291,12 @@ class MixedDataModule(L.LightningDataModule):
             raise ValueError("data.sources is empty: declare at least one source")
         self.save_hyperparameters(logger=False)
         self.splits: dict[str, dict[str, list[TargetSample]]] = {}
+        self._prepared = False
 
     def prepare_data(self) -> None:
+        if self._prepared:  # once per process (Lightning + setup)
+            return
+        self._prepared = True
         for cfg in self.hparams.sources.values():
             if cfg.get("synthetic"):
                 from portraitseg.data.synthetic import ensure_synthetic
