@@ -273,7 +273,8 @@ def test_fast_render_matches_the_reference(preset):
     assert psnr > 35, float(psnr)
     assert (ref_alpha - fast_alpha).abs().mean() < 0.01
     grad = photo.clone().requires_grad_(True)  # training: the differentiable reference
-    assert render_portrait_fast(grad, alpha, **options, factor=2)[0].grad_fn is not None
+    with torch.enable_grad():  # independent of a grad mode left behind by another test
+        assert render_portrait_fast(grad, alpha, **options, factor=2)[0].grad_fn is not None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -161,7 +161,8 @@ def test_train_py_user_errors_are_one_line_exit_2(tmp_path):
     # data=helenstar has no default root: the key is named, with what to pass
     proc = _train_py(tmp_path, "data=helenstar", tiny=False)
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "error: data.root has no value: set it on the command line, e.g. data.root=" in proc.stderr
+    assert ("error: data.root is not set for data=helenstar: pass data.root=/path/to/the/dataset"
+            in proc.stderr)
     assert "Traceback" not in proc.stderr
     # a mixed source whose root is missing is named by its key
     proc = _train_py(tmp_path, "data=mixed", f"data.sources.helenstar.root={tmp_path / 'no_helen'}",

@@ -17,7 +17,6 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue
 
 from portraitseg.cli import config_dir
 from portraitseg.cli.extras import ExtrasError, apply_extras
@@ -138,6 +137,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
         L.seed_everything(cfg.seed, workers=True)
     if cfg.get("deterministic"):
         torch.use_deterministic_algorithms(True, warn_only=True)
+    if "root" in cfg.data and cfg.data.root is None:
+        choice = HydraConfig.get().runtime.choices.get("data") if HydraConfig.initialized() else None
+        raise RunConfigError(f"data.root is not set{f' for data={choice}' if choice else ''}: "
+                             "pass data.root=/path/to/the/dataset")
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     module = build_module(cfg)
     if cfg.get("init_from"):
@@ -360,11 +363,6 @@ def hydra_main(cfg: DictConfig) -> float | None:
     try:
         apply_extras(cfg)
         metrics = train(cfg)
-    except MissingMandatoryValue as err:
-        key = getattr(err, "full_key", None) or str(err)
-        print(f"error: {key} has no value: set it on the command line, e.g. {key}=/path/to/the/dataset"
-              if str(key).endswith("root") else f"error: {err}", file=sys.stderr)
-        sys.exit(2)
     except USER_ERRORS as err:
         # bad input named by the error itself: one line, no traceback (Hydra would print one)
         hint = ""
