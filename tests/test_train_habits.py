@@ -206,3 +206,13 @@ def test_last_link_is_repointed_before_its_target_is_deleted(tmp_path):
     assert seen == [b"epoch 1"]  # at the moment of deletion last.ckpt already pointed at epoch 1
     assert last.is_symlink() and os.readlink(last) == "epoch001.ckpt" and not old.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+@pytest.mark.slow
+def test_eval_py_without_a_data_root_is_one_line_exit_2(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "eval.py"), "ckpt_path=default", "data=helenstar"],
+                          cwd=tmp_path, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "error: data.root is not set: pass data.root=/path/to/the/dataset" in proc.stderr
+    assert "Traceback" not in proc.stderr

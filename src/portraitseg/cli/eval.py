@@ -174,6 +174,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     with open_dict(cfg):
         cfg.data.num_classes = classes
+    if "root" in cfg.data and cfg.data.root is None:
+        raise EvalConfigError("data.root is not set: pass data.root=/path/to/the/dataset")
     datamodule: HelenDataModule = instantiate(cfg.data)
     datamodule.setup("test")
     split = cfg.split
