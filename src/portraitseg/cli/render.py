@@ -253,9 +253,9 @@ class OutputNamer:
     def _reserve(self, path: Path) -> bool:
         """Claim ``path`` on disk: an existing file (``overwrite`` only, checked by :meth:`_free`)
         is taken as is; a new one is created empty, exclusively (False if another process won)."""
-        if os.path.lexists(path):
+        if self.overwrite and os.path.lexists(path):
             return True
-        try:
+        try:  # without overwrite, a file that appeared since _free (another run's placeholder) loses
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         except FileExistsError:
             return False
