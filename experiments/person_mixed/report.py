@@ -20,19 +20,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from portraitseg.classes import CLASS_NAMES  # noqa: E402
+
 CURVES = ("score", "helenstar/f1_overall", "ccp/person_iou", "ccp/person_boundary_f", "helenstar/person_iou")
-CLASSES = (
-    "skin",
-    "left_brow",
-    "right_brow",
-    "left_eye",
-    "right_eye",
-    "nose",
-    "upper_lip",
-    "inner_mouth",
-    "lower_lip",
-    "hair",
-)
+CLASSES = CLASS_NAMES[1:]  # every Helen class but background
 
 
 def val_rows(run_dir: Path) -> list[dict[str, float]]:

@@ -81,11 +81,16 @@ def check_dataset(
             report.problems += [str(w.message) for w in caught if issubclass(w.category, MultiFrameWarning)]
             sizes.append(image.shape[:2])
             report.class_pixels += np.bincount(label.ravel(), minlength=NUM_CLASSES)[:NUM_CLASSES]
+    _size_range(report, sizes)
+    return report
+
+
+def _size_range(report: CheckReport, sizes: list[tuple[int, int]]) -> None:
+    """Store the smallest and largest image (by area) of ``sizes`` in ``report``."""
     if sizes:
         areas = [h * w for h, w in sizes]
         report.min_size = sizes[int(np.argmin(areas))]
         report.max_size = sizes[int(np.argmax(areas))]
-    return report
 
 
 def _check_person(report: CheckReport, splits: dict, max_pixels: int | None) -> CheckReport:
@@ -111,10 +116,7 @@ def _check_person(report: CheckReport, splits: dict, max_pixels: int | None) -> 
             report.person_pixels += alpha.size
             if parse is not None:
                 report.class_pixels += np.bincount(labels.ravel(), minlength=NUM_CLASSES)[:NUM_CLASSES]
-    if sizes:
-        areas = [h * w for h, w in sizes]
-        report.min_size = sizes[int(np.argmin(areas))]
-        report.max_size = sizes[int(np.argmax(areas))]
+    _size_range(report, sizes)
     return report
 
 
