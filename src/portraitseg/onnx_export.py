@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from portraitseg.cli.export import (
+from portraitseg.onnx_contract import (
     DEFAULT_OPSET,
     DEFAULT_TRACE_SIZE,
     INPUT_NAME,

@@ -31,6 +31,8 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from portraitseg.onnx_contract import INPUT_NAME, OUTPUT_NAME, PERSON_NAME
+
 #: blur sigma as a fraction of the photo's short side (as ``strength`` of the PyTorch renderer)
 DEFAULT_STRENGTH = 0.012
 #: model input size when the ONNX file does not record its training size
@@ -139,15 +141,15 @@ class OnnxPortrait:
     def probabilities(self, rgb: np.ndarray) -> np.ndarray:
         """Class probabilities ``(K, h, w)`` at model resolution (letterbox cropped)."""
         batch, (h, w) = letterbox(rgb, self.size)
-        (logits,) = self.session.run(["logits"], {"image": batch})
+        (logits,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})
         return softmax(logits[0, :, :h, :w], axis=0)
 
     def alpha(self, rgb: np.ndarray) -> np.ndarray:
         """Subject alpha ``(H, W)`` float32 in [0, 1] at the photo's resolution: the kept classes'
         probability, united (max) with the person matte of a model with a person head."""
         batch, (h, w) = letterbox(rgb, self.size)
-        names = ["logits", "person"] if self.person_head else ["logits"]
-        outputs = self.session.run(names, {"image": batch})
+        names = [OUTPUT_NAME, PERSON_NAME] if self.person_head else [OUTPUT_NAME]
+        outputs = self.session.run(names, {INPUT_NAME: batch})
         small = softmax(outputs[0][0, :, :h, :w], axis=0)[list(self.keep)].sum(axis=0)
         if self.person_head:
             small = np.maximum(small, 1.0 / (1.0 + np.exp(-outputs[1][0, 0, :h, :w])))

@@ -27,20 +27,16 @@ from pathlib import Path
 from typing import Any
 
 from portraitseg.cli.args import int_in
+from portraitseg.onnx_contract import (
+    DEFAULT_OPSET,
+    DEFAULT_TRACE_SIZE,
+    MISSING_ONNX,
+    OPSET_RANGE,
+    PARITY_ATOL,
+)
 
-DEFAULT_OPSET = 17
-OPSET_RANGE = (13, 20)
-#: traced input size when neither --image-size nor the checkpoint gives one
-DEFAULT_TRACE_SIZE = 256
 #: largest --image-size side accepted (the trace runs the model once at this size on the CPU)
 MAX_TRACE_SIZE = 4096
-INPUT_NAME, OUTPUT_NAME = "image", "logits"
-#: the second output of a model with a person head: person-matte logits (B, 1, H, W)
-PERSON_NAME = "person"
-#: max |logit difference| onnxruntime vs PyTorch accepted by the export check (float32)
-PARITY_ATOL = 1e-4
-MISSING_ONNX = ("ONNX export needs the onnx package: pip install 'portraitseg[export]' "
-                "(onnx + onnxruntime for the parity check)")
 
 #: the export engine, imported on first use so the parser and its errors need no PyTorch
 _ENGINE = ("OnnxSegmenter", "export_onnx", "parity")
