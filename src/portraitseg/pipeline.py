@@ -5,8 +5,9 @@ module stores the options and calls them)::
 
     photo (B, 3, H, W) --pass 1: the model on the whole photo (long side = model size)-->
         person matte + coarse parse
-    --faces: connected components of the head classes of the coarse parse (kornia), each an
-        expanded square--> pass 2: the model on each face crop (face size, 256 px)
+    --faces: a face detector on the photo (MTCNN, :mod:`portraitseg.subject.faces`; or the
+        connected components of the coarse parse's head classes), each face box squared in the
+        HELEN* photos' framing--> pass 2: the model on each face crop (face size, 256 px)
     --the fine parse pasted back softly (feathered crop borders) on the parse grid-->
     --subject alpha: max(person matte, P(kept)) * (1 - P(face classes not kept))-->
     --PortraitRenderer options: upsampled to the photo, guided-filter refined at full resolution,
@@ -19,6 +20,9 @@ reference on 1-12 MP photos) or the reference :func:`portraitseg.render.render_p
 No step reads a tensor back to the host on an accelerator (no ``.item()``, no data-dependent
 shapes): pass 2 always runs ``max_faces`` crops per photo there and weights the crops that are
 not faces by 0; on the CPU, where reading back costs nothing, only real faces are parsed. The
+face detector (``faces="mtcnn"``) is the exception: its cascade's shapes depend on the photo, so it
+reads its candidates back once per batch (``faces="parse"``, the head regions of the coarse parse,
+does not). The
 explicit fallback ``subject="person_grabcut"`` (a model without a person head) and a separate
 person model (``person_model``) leave the tensors for OpenCV, as documented in
 :mod:`portraitseg.render.person`.
@@ -44,6 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from portraitseg.classes import CLASS_NAMES, FLIP_PERMUTATION, NUM_CLASSES
+from portraitseg.subject.faces import MIN_FACE, FaceFinder
 
 #: What a portrait keeps sharp: ``person`` (the learned person matte; a model without a person
 #: head falls back to ``person_grabcut``), ``person_grabcut`` (the face parse extended to the body
@@ -60,7 +65,15 @@ FACE_SIZE = 256
 PARSE_SIZE = 1024
 #: Faces parsed in pass 2 per photo (the largest ones).
 MAX_FACES = 4
-#: A face crop is the head's bounding box, squared and grown by this factor (HELEN* framing).
+#: How pass 2 finds faces: ``mtcnn``, a face detector (:mod:`portraitseg.subject.faces`; never
+#: on texture), or ``parse``, the head regions of the coarse parse (:func:`find_heads`; fooled by
+#: textured backgrounds). Compared in experiments/face_finding/results.md.
+FACE_FINDERS = ("mtcnn", "parse")
+#: A face crop from a face box (skin + features): ``(side, dx, dy)``, a square ``side`` times the
+#: box's long side, centred ``(dx, dy)`` long sides from the box's centre: the HELEN* photos'
+#: framing (medians over 200 train photos, experiments/face_finding/calibrate.py).
+FACE_FRAMING = (1.695, -0.005, 0.069)
+#: A head crop (``faces="parse"``) is the head's bounding box, squared and grown by this factor.
 FACE_EXPAND = 1.4
 #: Pass 2 runs on a face only if it gains resolution: crop side (pass-1 pixels) * this <= face size.
 MIN_GAIN = 1.5
@@ -300,14 +313,38 @@ def face_squares(
     """
     sy, sx = photo[0] / grid[0], photo[1] / grid[1]
     x0, y0, x1, y1 = boxes.unbind(-1)
+    in_photo = torch.stack([x0 * sx, y0 * sy, x1 * sx, y1 * sy], -1)
+    squares, gain = frame_faces(in_photo, photo, grid, face_size=face_size, framing=(expand, 0.0, 0.0),
+                                min_gain=min_gain)
     long_grid = torch.maximum(x1 - x0, y1 - y0)
-    side_grid = long_grid * expand
-    cx, cy = (x0 + x1) * 0.5 * sx, (y0 + y1) * 0.5 * sy
-    half = 0.5 * side_grid * max(sx, sy)
-    squares = torch.stack([cx - half, cy - half, cx + half, cy + half], -1)
     fill = area / ((x1 - x0) * (y1 - y0)).clamp(min=1.0)
-    use = (area > 0) & (long_grid >= min_head) & (fill >= min_fill) & (side_grid * min_gain <= face_size)
+    use = (area > 0) & (long_grid >= min_head) & (fill >= min_fill) & gain
     return squares, use
+
+
+def frame_faces(
+    boxes: torch.Tensor, photo: tuple[int, int], grid: tuple[int, int], *, face_size: int = FACE_SIZE,
+    framing: tuple[float, float, float] = FACE_FRAMING, min_gain: float = MIN_GAIN,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Face boxes -> square face crops, and whether pass 2 gains resolution on each.
+
+    Args:
+        boxes: ``(B, M, 4)`` x0, y0, x1, y1 in pixels of the photo ``(H, W)``.
+        grid: ``(h, w)`` of pass 1.
+        framing: ``(side, dx, dy)``: see :data:`FACE_FRAMING`.
+
+    Returns:
+        ``(squares (B, M, 4) x0, y0, x1, y1 in photo pixels, gain (B, M) bool)``: ``gain`` where
+        the crop spans at most ``face_size / min_gain`` pass-1 pixels.
+    """
+    side, dx, dy = framing
+    x0, y0, x1, y1 = boxes.unbind(-1)
+    long = torch.maximum(x1 - x0, y1 - y0)
+    cx, cy = (x0 + x1) * 0.5 + dx * long, (y0 + y1) * 0.5 + dy * long
+    half = 0.5 * side * long
+    squares = torch.stack([cx - half, cy - half, cx + half, cy + half], -1)
+    to_grid = max(grid[0] / photo[0], grid[1] / photo[1])
+    return squares, 2 * half * to_grid * min_gain <= face_size
 
 
 def crop_faces(image: torch.Tensor, squares: torch.Tensor, size: int = FACE_SIZE) -> torch.Tensor:
@@ -489,6 +526,9 @@ class PortraitPipeline(nn.Module):
         fast: render with :func:`portraitseg.render.fast.render_portrait_fast` (else the reference).
         sync_free: pass 2 without reading anything back to the host (all ``max_faces`` crops
             parsed, unused ones weighted 0); default (None): on accelerators only.
+        faces: how pass 2 finds faces, :data:`FACE_FINDERS`: ``mtcnn`` (default) or ``parse``.
+        min_face: the smallest face ``mtcnn`` finds (face-box width, photo pixels, >= 12);
+            smaller faces are left to pass 1.
     """
 
     def __init__(
@@ -509,6 +549,8 @@ class PortraitPipeline(nn.Module):
         class_names: Sequence[str] | None = None,
         fast: bool = True,
         sync_free: bool | None = None,
+        faces: str = "mtcnn",
+        min_face: float = MIN_FACE,
     ) -> None:
         super().__init__()
         self.fast = bool(fast)
@@ -533,6 +575,13 @@ class PortraitPipeline(nn.Module):
         self.person_model_size = int(person_model_size)
         self.tta = bool(tta)
         self.face_pass = bool(face_pass) and self.helen
+        if faces not in FACE_FINDERS:
+            raise PipelineError(f"faces={faces!r}: choose one of {', '.join(FACE_FINDERS)}")
+        if isinstance(min_face, bool) or not isinstance(min_face, (int, float)) or not min_face >= 12:
+            raise PipelineError(f"min_face={min_face!r} must be a number of pixels >= 12 (the face "
+                                "detector's smallest window)")
+        self.faces = faces
+        self.face_finder = FaceFinder(min_face=min_face) if faces == "mtcnn" and self.helen else None
 
         keep = tuple(renderer.keep if keep is None else keep)
         bad = [k for k in keep if not 0 <= int(k) < classes]
@@ -627,8 +676,13 @@ class PortraitPipeline(nn.Module):
         if not self.face_pass:
             none = torch.zeros(b, m, dtype=torch.bool, device=image.device)
             return coarse, person, image.new_zeros(b, m, 4), none
-        boxes, area = find_heads(probs, self.head, m)
-        squares, use = face_squares(boxes, area, tuple(probs.shape[-2:]), big, face_size=self.face_size)
+        if self.face_finder is None:
+            boxes, area = find_heads(probs, self.head, m)
+            squares, use = face_squares(boxes, area, tuple(probs.shape[-2:]), big, face_size=self.face_size)
+        else:
+            boxes, _, found = self.face_finder(image, m)
+            squares, gain = frame_faces(boxes, big, tuple(probs.shape[-2:]), face_size=self.face_size)
+            use = found & gain
         window = None
         crop_squares, crop_use = squares, use
         sync_free = self.sync_free if self.sync_free is not None else image.device.type != "cpu"
@@ -718,6 +772,7 @@ __all__ = [
     "class_weights",
     "crop_faces",
     "face_squares",
+    "frame_faces",
     "find_heads",
     "label_regions",
     "parse_alpha",
