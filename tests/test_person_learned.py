@@ -130,7 +130,7 @@ def test_face_model_is_refused_as_person_model(tmp_path):
 
 
 def test_render_cli_with_person_ckpt(person_ckpt, tmp_path, capsys):
-    pytest.importorskip("portraitseg.cli.render", reason="the render CLI (issue 4) is not in this checkout")
+    pytest.importorskip("portraitseg.cli.render", reason="the render CLI is not in this checkout")
     from portraitseg.cli.main import main
 
     ckpt, _, data = person_ckpt

@@ -13,7 +13,7 @@ median over ``--steps`` steps after 2 warm-up steps.
 Also: milliseconds per image of each pipeline step (decode, each augmentation, tensor
 conversion) in one process, to see what to speed up.
 
-Goal (issue 6): loader images/s with 2 workers >= 2 x the model's images/s at each size.
+Goal: loader images/s with 2 workers >= 2 x the model's images/s at each size.
 
     python experiments/bench_data/bench.py                 # recorded: sizes 256 512, workers 0 1 2
     python experiments/bench_data/bench.py --sizes 64 --workers 0 --epochs 1 --steps 2   # smoke

@@ -1,4 +1,4 @@
-"""Pass-2 ablation (issue 12): the face-crop pass on/off, on HELEN* val and on the same photos shrunk
+"""Pass-2 ablation: the face-crop pass on/off, on HELEN* val and on the same photos shrunk
 into larger canvases (small faces).
 
 HELEN* val is the deterministic 10 % carve of ``train.txt``

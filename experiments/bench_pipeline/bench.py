@@ -1,5 +1,5 @@
 """End to end on CPU: JPEG in -> portrait JPEG out, ``portraitseg render`` against the paper's
-OpenCV pipeline and against the previous default, side by side in one process (issue 12).
+OpenCV pipeline and against the previous default, side by side in one process.
 
 Arms (each a whole photo -> file round trip, decode and encode included):
 

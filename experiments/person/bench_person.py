@@ -1,4 +1,4 @@
-"""Whole-person portraits (issue 7): render quality face vs person, extension speed, HELEN* figure.
+"""Whole-person portraits: render quality face vs person, extension speed, HELEN* figure.
 
     OMP_NUM_THREADS=2 nice -n 10 python experiments/person/bench_person.py quality [--n 48] [--ckpt X]
     OMP_NUM_THREADS=2 nice -n 10 python experiments/person/bench_person.py ablation [--n 16]

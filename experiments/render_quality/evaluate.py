@@ -18,7 +18,7 @@ Alphas: ``true`` (the layer's alpha). ``predicted`` needs a trained model: pass 
 probabilities at its input resolution and refine them against the photo as the ``halo_free``
 preset does (``refine: 0.01``; the naive renders stay unrefined as in the paper). A face-parsing
 model labels neck and body as background, so its subject is the head only and the truth (whole
-person) penalises that; ``subject=person`` (issue 7) is measured separately.
+person) penalises that; ``subject=person`` is measured separately (``experiments/person``).
 
     .venv/bin/python experiments/render_quality/evaluate.py --n 24 --size 512 --strength 0.012 0.03 \
         --out experiments/render_quality/results.json --figure experiments/render_quality/crops.png
@@ -142,7 +142,7 @@ def main() -> None:
         help="blur sigma as a fraction of the short side (0.012 = the presets')",
     )
     parser.add_argument(
-        "--ckpt", type=Path, help="trained model for the 'predicted alpha' rows (lead: run later)"
+        "--ckpt", type=Path, help="trained model for the 'predicted alpha' rows"
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path)

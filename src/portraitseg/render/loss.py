@@ -21,7 +21,7 @@ def render_loss(
     gradient flows back through alpha into ``probs``. Errors therefore cost in proportion to what
     they do to the picture: a missed hair strand over a background of the same colour is cheap,
     one over a contrasting background is not. Off by default in training; when enabled it is
-    added to the segmentation loss with a weight (the lead wires it into the LightningModule).
+    added to the segmentation loss with a weight (``loss.render_weight`` of the LightningModule).
 
     Args:
         image: ``(B, 3, H, W)`` in [0, 1], at the resolution of ``probs`` or higher.
