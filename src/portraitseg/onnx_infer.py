@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 
 from portraitseg.onnx_contract import INPUT_NAME, OUTPUT_NAME, PERSON_NAME
+from portraitseg.subject.alpha import class_masks, combine_alpha
 
 #: blur sigma as a fraction of the photo's short side (as ``strength`` of the PyTorch renderer)
 DEFAULT_STRENGTH = 0.012
@@ -145,15 +146,23 @@ class OnnxPortrait:
         return softmax(logits[0, :, :h, :w], axis=0)
 
     def alpha(self, rgb: np.ndarray) -> np.ndarray:
-        """Subject alpha ``(H, W)`` float32 in [0, 1] at the photo's resolution: the kept classes'
-        probability, united (max) with the person matte of a model with a person head."""
+        """Subject alpha ``(H, W)`` float32 in [0, 1] at the photo's resolution: the pipeline's
+        formula (:func:`portraitseg.subject.alpha.combine_alpha`): the kept classes' probability,
+        united with the person matte of a model with a person head, minus the dropped classes."""
         batch, (h, w) = letterbox(rgb, self.size)
         names = [OUTPUT_NAME, PERSON_NAME] if self.person_head else [OUTPUT_NAME]
         outputs = self.session.run(names, {INPUT_NAME: batch})
-        small = softmax(outputs[0][0, :, :h, :w], axis=0)[list(self.keep)].sum(axis=0)
+        probs = softmax(outputs[0][0, :, :h, :w], axis=0)
+        kept, dropped = class_masks(self.keep, probs.shape[0])
+        p_kept = np.tensordot(kept, probs, 1)
         if self.person_head:
-            small = np.maximum(small, 1.0 / (1.0 + np.exp(-outputs[1][0, 0, :h, :w])))
-        alpha = cv2.resize(small, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
+            with np.errstate(over="ignore"):  # exp(-x) of a very negative logit: inf -> person 0
+                person = 1.0 / (1.0 + np.exp(-outputs[1][0, 0, :h, :w]))
+            small = combine_alpha(p_kept, np.tensordot(dropped, probs, 1), person)
+        else:
+            small = combine_alpha(p_kept)
+        alpha = cv2.resize(small.astype(np.float32), (rgb.shape[1], rgb.shape[0]),
+                           interpolation=cv2.INTER_LINEAR)
         return np.clip(alpha, 0.0, 1.0)
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:

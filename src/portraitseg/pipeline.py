@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from portraitseg.classes import CLASS_NAMES, FLIP_PERMUTATION, NUM_CLASSES
+from portraitseg.subject.alpha import class_masks, parse_alpha
 from portraitseg.subject.faces import MIN_FACE, FaceFinder
 
 #: What a portrait keeps sharp: ``person`` (the learned person matte; a model without a person
@@ -423,42 +424,6 @@ def _grid_window(
     return (max(0, int(y0)), min(grid[0], int(y1) + 2), max(0, int(x0)), min(grid[1], int(x1) + 2))
 
 
-def class_weights(keep: Sequence[int], num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(kept, dropped)`` ``(K,)`` float masks: the kept classes, and the non-background
-    classes not kept (blurred even inside the person)."""
-    kept = torch.zeros(num_classes)
-    kept[list(keep)] = 1.0
-    dropped = 1.0 - kept
-    dropped[0] = 0.0
-    return kept, dropped
-
-
-def parse_alpha(
-    probs: torch.Tensor, person: torch.Tensor | None, kept: torch.Tensor, dropped: torch.Tensor,
-    subject: str = "person",
-) -> torch.Tensor:
-    """Subject alpha from a parse and a person matte (sync-free, differentiable).
-
-    Args:
-        probs: class probabilities ``(B, K, h, w)``.
-        person: person probability ``(B, 1, h', w')`` (resized to ``(h, w)``) or ``None``.
-        kept, dropped: ``(K,)`` masks of :func:`class_weights`, on ``probs``' device.
-        subject: ``face``: the kept classes only (the paper); otherwise, with a matte,
-            ``max(person, P(kept)) * (1 - P(dropped))``: the whole person, selective blurring
-            inside it (without a matte: the kept classes).
-
-    Returns:
-        alpha ``(B, 1, h, w)`` in [0, 1].
-    """
-    p_kept = torch.einsum("bkhw,k->bhw", probs, kept.to(probs.dtype))[:, None]
-    if person is None or subject == "face":
-        return p_kept.clamp(0.0, 1.0)
-    if tuple(person.shape[-2:]) != tuple(probs.shape[-2:]):
-        person = F.interpolate(person, size=tuple(probs.shape[-2:]), mode="bilinear", align_corners=False)
-    p_drop = torch.einsum("bkhw,k->bhw", probs, dropped.to(probs.dtype))[:, None]
-    return (torch.maximum(person.to(probs.dtype), p_kept) * (1.0 - p_drop)).clamp(0.0, 1.0)
-
-
 def render_parse(
     renderer: nn.Module, image: torch.Tensor, probs: torch.Tensor, person: torch.Tensor | None = None,
     subject: str = "person",
@@ -473,8 +438,9 @@ def render_parse(
     Returns:
         ``(portrait (B, 3, H, W), alpha (B, 1, H, W))``.
     """
-    kept, dropped = class_weights(renderer.keep, probs.shape[1])
-    alpha = parse_alpha(probs, person, kept.to(probs.device), dropped.to(probs.device), subject)
+    kept, dropped = (torch.from_numpy(m).to(probs.device)
+                     for m in class_masks(renderer.keep, probs.shape[1]))
+    alpha = parse_alpha(probs, person, kept, dropped, subject)
     return renderer(image, alpha=alpha.to(image.dtype))
 
 
@@ -594,9 +560,9 @@ class PortraitPipeline(nn.Module):
         self.subject = self._resolve_subject(subject or getattr(renderer, "subject", "person"))
         self.person_options = dict(getattr(renderer, "person", {}) or {})
 
-        kept, dropped = class_weights(self.keep, classes)
-        self.register_buffer("kept", kept, persistent=False)
-        self.register_buffer("dropped", dropped, persistent=False)
+        kept, dropped = class_masks(self.keep, classes)
+        self.register_buffer("kept", torch.from_numpy(kept), persistent=False)
+        self.register_buffer("dropped", torch.from_numpy(dropped), persistent=False)
         head = torch.zeros(classes, dtype=torch.bool)
         head[1:] = True
         self.register_buffer("head", head, persistent=False)
@@ -769,13 +735,11 @@ __all__ = [
     "PipelineError",
     "PortraitPipeline",
     "PortraitResult",
-    "class_weights",
     "crop_faces",
     "face_squares",
     "frame_faces",
     "find_heads",
     "label_regions",
-    "parse_alpha",
     "paste_faces",
     "render_parse",
     "render_preset",

@@ -4,7 +4,7 @@ Kornia style: pure functions on ``(B, C, H, W)`` tensors plus the thin :class:`P
 module, differentiable with respect to the image and the segmentation probabilities.
 """
 
-from portraitseg.render.alpha import feather_alpha, person_alpha_from_matte, refine_alpha, subject_alpha
+from portraitseg.render.alpha import feather_alpha, refine_alpha, subject_alpha
 from portraitseg.render.blur import (
     boost_highlights,
     disc_blur,
@@ -47,7 +47,6 @@ __all__ = [
     "lens_blur",
     "linear_to_srgb",
     "naive_background",
-    "person_alpha_from_matte",
     "refine_alpha",
     "render_loss",
     "render_portrait",

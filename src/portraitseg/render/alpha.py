@@ -89,38 +89,6 @@ def subject_alpha(
     return alpha
 
 
-def person_alpha_from_matte(
-    person: torch.Tensor,
-    scores: torch.Tensor | None = None,
-    keep: Sequence[int] = SUBJECT_CLASSES,
-    *,
-    from_logits: bool = True,
-    size: tuple[int, int] | None = None,
-) -> torch.Tensor:
-    """Subject alpha of a two-output model: the person matte united (max) with the kept classes.
-
-    Args:
-        person: person-matte logits (``from_logits=True``) or probabilities ``(B, 1, h, w)``.
-        scores: class logits / probabilities ``(B, K, h, w)`` of the same pass, or ``None``.
-        keep: kept class ids (see :func:`subject_alpha`).
-        size: ``(H, W)`` to resize to (bilinear); default: keep ``(h, w)``.
-
-    Returns:
-        alpha ``(B, 1, H, W)`` in [0, 1].
-    """
-    check_blur_input(person, "person")
-    if person.shape[1] != 1:
-        raise ValueError(f"person must be (B, 1, H, W), got {tuple(person.shape)}")
-    alpha = person.float().sigmoid() if from_logits else person
-    if not from_logits:
-        check_range(person, "person")
-    if scores is not None:
-        alpha = torch.maximum(alpha, subject_alpha(scores, keep, from_logits=from_logits))
-    if size is not None and tuple(alpha.shape[-2:]) != tuple(size):
-        alpha = F.interpolate(alpha, size=tuple(size), mode="bilinear", align_corners=False)
-    return alpha
-
-
 def refine_alpha(
     alpha: torch.Tensor,
     image: torch.Tensor,

@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from portraitseg.classes import CLASS_NAMES, NUM_CLASSES, SUBJECT_CLASSES
 from portraitseg.render.alpha import check_keep, check_range
 from portraitseg.render.blur import check_blur_input
+from portraitseg.subject.alpha import class_masks, combine_alpha, parse_alpha
 
 #: Defaults of :func:`person_alpha` (192 px / 2 iterations: see experiments/person/results.md).
 #: What a portrait keeps sharp: the whole person, or the parsed face classes only (the paper).
@@ -346,7 +347,8 @@ def _small_image(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 def combine_person(person: torch.Tensor, probs: torch.Tensor | None,
                    keep: Sequence[int] = SUBJECT_CLASSES) -> torch.Tensor:
-    """The subject inside a person mask: ``max(person, P(kept)) * (1 - P(face classes not kept))``.
+    """The subject inside a person mask: :func:`portraitseg.subject.alpha.combine_alpha`,
+    ``max(person, P(kept)) * (1 - P(face classes not kept))``.
 
     Args:
         person: person probability ``(B, 1, h, w)`` in [0, 1].
@@ -359,14 +361,9 @@ def combine_person(person: torch.Tensor, probs: torch.Tensor | None,
         :func:`person_alpha` are not).
     """
     if probs is None:
-        return person.clamp(0.0, 1.0)
-    k = probs.shape[1]
-    kept = probs[:, list(keep)].sum(1, keepdim=True)
-    dropped = [c for c in range(1, k) if c not in keep]
-    alpha = torch.maximum(person, kept)
-    if dropped:
-        alpha = alpha * (1.0 - probs[:, dropped].sum(1, keepdim=True))
-    return alpha.clamp(0.0, 1.0)
+        return combine_alpha(person)
+    kept, dropped = (torch.from_numpy(m).to(probs) for m in class_masks(keep, probs.shape[1]))
+    return parse_alpha(probs, person, kept, dropped)
 
 
 def person_alpha(
