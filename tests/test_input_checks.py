@@ -155,3 +155,132 @@ def test_render_preset_values_follow_the_option_rules(tmp_path, monkeypatch, cap
     assert code == 2
     assert "--render disc (conf/render/disc.yaml)" in err and message in err, err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+# ---------------------------------------------------------------------------------------------
+# the Python API's input normaliser (portraitseg.pipeline.stack_images, PortraitPipeline.forward)
+
+
+@pytest.fixture(scope="module")
+def tiny_pipeline():
+    import torch
+
+    from portraitseg.models import create_model
+    from portraitseg.pipeline import PortraitPipeline, render_preset
+
+    torch.manual_seed(0)
+    net = create_model("fcn", "tu-mobilenetv3_small_050", encoder_weights=None, classes=11, person_head=True)
+    return PortraitPipeline(net.eval(), render_preset("disc"), model_size=32, face_pass=False).eval()
+
+
+def _nan_in_second():
+    import torch
+
+    bad = torch.rand(1, 3, 16, 16)
+    bad[0, 1, 3, 4] = float("nan")
+    return [torch.rand(3, 16, 16), bad]
+
+
+def _bad_inputs():
+    import torch
+
+    inf = torch.rand(2, 3, 16, 16)
+    inf[1, 0, 0, 0] = float("inf")
+    return [
+        ("nan", _nan_in_second(), r"image #1 has NaN or infinite pixels.*nan_to_num"),
+        ("inf", inf, r"image #1 has NaN or infinite pixels"),
+        ("0-255 floats", torch.rand(1, 3, 16, 16) * 255, r"image #0 has values in \[.*\]; float images "
+         r"must be in \[0, 1\]: divide 0-255 values by 255"),
+        ("negative", torch.rand(1, 3, 16, 16) - 0.5, r"image #0 has values in \[-"),
+        ("empty batch", torch.zeros(0, 3, 16, 16), r"no images given \(an empty batch\)"),
+        ("empty list", [], r"no images given"),
+        ("zero height", torch.zeros(1, 3, 0, 16), r"16x0 pixels: a photo needs at least 1x1"),
+        ("rgba tensor", torch.rand(1, 4, 16, 16), r"4 channels \(RGBA\).*images\[:, :3\]"),
+        ("rgba numpy", np.zeros((16, 16, 4), np.uint8), r"4 channels \(RGBA\).*array\[\.\.\., :3\]"),
+        ("2 channels", torch.rand(1, 2, 16, 16), r"has 2 channels.*\(B, 3, H, W\) RGB"),
+        ("HWC tensor", torch.rand(16, 16, 3), r"channels last\? .*permute\(0, 3, 1, 2\)"),
+        ("5-D", torch.rand(1, 1, 3, 16, 16), r"expected \(B, 3, H, W\) or \(3, H, W\), got shape"),
+        ("CHW numpy", np.zeros((3, 16, 16), np.float32), r"numpy array is read as a photo \(H, W, 3\).*"
+         r"torch.from_numpy"),
+        ("int64", torch.zeros(1, 3, 16, 16, dtype=torch.int64), r"dtype torch.int64 is not a pixel type"),
+        ("bool numpy", np.zeros((16, 16, 3), bool), r"dtype torch.bool is not a pixel type"),
+        ("object numpy", np.empty((16, 16, 3), object), r"numpy dtype object is not an image type"),
+        ("a path", "photo.jpg", r"got str \(a file: read it first, portraitseg.io.read_image"),
+        ("mixed sizes", [torch.rand(3, 16, 16), torch.rand(1, 3, 16, 20)], r"mixed sizes.*#1 16x20"),
+    ]
+
+
+@pytest.mark.parametrize(("case", "images", "message"), _bad_inputs(), ids=[c[0] for c in _bad_inputs()])
+def test_pipeline_names_each_bad_input_and_the_fix(tiny_pipeline, case, images, message):
+    from portraitseg.pipeline import PipelineError
+
+    with pytest.raises(PipelineError, match=message):
+        tiny_pipeline(images)
+
+
+def test_pipeline_takes_photos_as_numpy_gray_uint16_and_lists_of_batches(tiny_pipeline):
+    """Every accepted form gives the portrait of the same photo as a float (B, 3, H, W) tensor."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    hwc = rng.integers(0, 256, (2, 24, 32, 3), dtype=np.uint8)  # how photos are held in numpy
+    ref = tiny_pipeline(torch.from_numpy(hwc).permute(0, 3, 1, 2).float() / 255).portrait
+    forms = {
+        "uint8 BHWC": hwc,
+        "float64 BHWC": hwc / 255.0,
+        "list of HWC": [hwc[0], hwc[1]],
+        "BGR flip back (negative strides)": hwc[..., ::-1].copy()[..., ::-1],
+        "read-only array": np.asarray(hwc).copy().view(),
+        "list of a batch and a photo": [torch.from_numpy(hwc[:1]).permute(0, 3, 1, 2).contiguous(),
+                                        torch.from_numpy(hwc[1]).permute(2, 0, 1)],
+        "uint16": hwc.astype(np.uint16) * 257,
+    }
+    forms["read-only array"].flags.writeable = False
+    for name, images in forms.items():
+        out = tiny_pipeline(images).portrait
+        torch.testing.assert_close(out, ref, atol=1e-5, rtol=0, msg=name)
+    gray = hwc[0, ..., 0]
+    as_rgb = tiny_pipeline(np.repeat(gray[..., None], 3, axis=-1)).portrait
+    torch.testing.assert_close(tiny_pipeline(gray).portrait, as_rgb, atol=1e-5, rtol=0)
+    torch.testing.assert_close(tiny_pipeline(torch.from_numpy(gray)[None, None]).portrait, as_rgb,
+                               atol=1e-5, rtol=0)
+    before = hwc.copy()
+    tiny_pipeline(hwc.astype(np.float32) / 255)  # a caller's float array is never written into
+    assert np.array_equal(hwc, before)
+
+
+def test_pipeline_refuses_photos_over_its_pixel_limit_before_converting(tiny_pipeline):
+    import torch
+
+    from portraitseg.config import DEFAULT_MAX_PIXELS
+    from portraitseg.pipeline import PipelineError, PortraitPipeline
+
+    assert tiny_pipeline.max_pixels == DEFAULT_MAX_PIXELS
+    # an expanded view: 20000x20000 pixels that take 3 bytes of memory, refused before any copy
+    huge = torch.zeros(1, 3, 1, 1, dtype=torch.uint8).expand(1, 3, 20000, 20000)
+    with pytest.raises(PipelineError, match=r"images are 20000x20000 = 400,000,000 pixels, over the limit "
+                       r"of max_pixels=50,000,000; downscale them, or raise the limit with "
+                       r"PortraitPipeline\(\.\.\., max_pixels=N\)"):
+        tiny_pipeline(huge)
+    small = PortraitPipeline(tiny_pipeline.segmenter, tiny_pipeline.renderer, model_size=32,
+                             face_pass=False, max_pixels=32 * 32)
+    assert small(torch.rand(1, 3, 32, 32)).portrait.shape == (1, 3, 32, 32)
+    with pytest.raises(PipelineError, match=r"32x33 = 1,056 pixels, over the limit of max_pixels=1,024"):
+        small(torch.rand(1, 3, 33, 32))
+    for bad in (0, -5, 2.5, True, "big"):
+        with pytest.raises((PipelineError, ValueError), match="max_pixels"):
+            PortraitPipeline(tiny_pipeline.segmenter, tiny_pipeline.renderer, max_pixels=bad)
+
+
+def test_one_pixel_limit_for_data_render_and_the_api():
+    import portraitseg.io
+    from portraitseg.config import DEFAULT_MAX_PIXELS
+    from portraitseg.data.datamodule import HelenDataModule
+
+    conf = cli_render._conf_dir()
+    assert cli_render.DEFAULT_MAX_PIXELS is DEFAULT_MAX_PIXELS is portraitseg.io.DEFAULT_MAX_PIXELS
+    assert HelenDataModule(root=".").hparams.max_pixels == DEFAULT_MAX_PIXELS
+    for yaml in sorted((conf / "data").glob("*.yaml")):  # the data configs spell the value out
+        for line in yaml.read_text().splitlines():
+            if line.startswith("max_pixels:"):
+                assert int(line.split(":")[1]) == DEFAULT_MAX_PIXELS, yaml

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-#: Default decode limit: 12 MP photos and far beyond, but not a decompression bomb.
-DEFAULT_MAX_PIXELS = 100_000_000
+from portraitseg.config import DEFAULT_MAX_PIXELS  # the decode limit (one value, see config)
+
 #: Output formats :func:`write_image` writes, by suffix (Pillow format names).
 WRITE_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".bmp": "BMP",
                  ".tif": "TIFF", ".tiff": "TIFF"}

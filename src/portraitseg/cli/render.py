@@ -33,6 +33,7 @@ import numpy as np
 
 from portraitseg.classes import CLASS_NAMES, F1_GROUPS, NUM_CLASSES, class_ids
 from portraitseg.cli.args import float_in, int_in
+from portraitseg.config import DEFAULT_MAX_PIXELS  # --max-pixels default: the one limit
 from portraitseg.io import (
     IMAGE_SUFFIXES,
     WRITE_FORMATS,
@@ -49,9 +50,7 @@ if TYPE_CHECKING:  # PyTorch is imported when a model is loaded, not for --help 
 #: and glob matches are tried whatever their suffix, so a misnamed file gets a clear per-file
 #: error instead of being skipped); outputs keep the input's format when it is one of
 #: :data:`portraitseg.io.WRITE_FORMATS`, other inputs (e.g. .gif) give a .png.
-#: Default decode limit of the CLI: 50 MP covers 48 MP phone and 45 MP DSLR photos while keeping
-#: the render's memory (about 200 bytes per pixel on CPU) bounded; raise it with --max-pixels.
-DEFAULT_MAX_PIXELS = 50_000_000
+
 #: Default model input size when the checkpoint does not record its training size.
 DEFAULT_MODEL_SIZE = 256
 #: Long side of each panel of the --stages figure (smaller photos are not upscaled).
@@ -682,7 +681,7 @@ def build_job(args: argparse.Namespace) -> Job:
             model.net, renderer, subject=args.subject or preset_subject, keep=keep, tta=args.tta,
             model_size=model.size, person_model=None if person is None else person.net,
             person_model_size=DEFAULT_MODEL_SIZE if person is None else person.size,
-            class_names=model.info.get("class_names") or None,
+            class_names=model.info.get("class_names") or None, max_pixels=args.max_pixels,
         ).to(device).eval()
     except PipelineError as err:
         raise UsageError(str(err)) from None

@@ -177,7 +177,11 @@ def gaussian_kernel1d(
 
 @lru_cache(maxsize=128)
 def _on_device(values: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    return torch.tensor(values, dtype=torch.float64).to(device=device, dtype=dtype)
+    # A normal tensor even when the first caller runs under torch.inference_mode (the pipeline):
+    # a cached inference tensor would break every later differentiable render ("Inference tensors
+    # cannot be saved for backward").
+    with torch.inference_mode(False):
+        return torch.tensor(values, dtype=torch.float64).to(device=device, dtype=dtype)
 
 
 @lru_cache(maxsize=32)

@@ -1,0 +1,12 @@
+"""Shared limits and defaults: one value each, imported wherever it applies (no PyTorch here, so
+the CLI's argument parsing stays light)."""
+
+from __future__ import annotations
+
+#: The one pixel limit (width x height) of a photo or label: what dataset readers decode, what
+#: ``portraitseg render`` reads (``--max-pixels``) and what :class:`~portraitseg.PortraitPipeline`
+#: accepts (``max_pixels``). 50 MP covers 48 MP phone and 45 MP DSLR photos while keeping the
+#: render's memory (about 200 bytes per pixel on the CPU) bounded, and refuses decompression bombs.
+DEFAULT_MAX_PIXELS = 50_000_000
+
+__all__ = ["DEFAULT_MAX_PIXELS"]
