@@ -550,13 +550,14 @@ def test_render_config_composes_presets_and_overrides():
 
 
 def test_preset_subject_and_person_options_reach_the_person_extension(tmp_path, monkeypatch, oracle, capsys):
-    """A preset's ``subject`` and ``person:`` block (issue 7) configure the subject, not the renderer."""
+    """A preset's ``subject`` and ``person:`` block configure the subject, not the renderer."""
     conf = tmp_path / "conf"
     (conf / "render").mkdir(parents=True)
     (conf / "render.yaml").write_text((REPO / "conf" / "render.yaml").read_text())
     (conf / "render" / "disc.yaml").write_text("_target_: portraitseg.render.PortraitRenderer\nblur: disc\n"
                                                "subject: face\nperson:\n  work_size: 96\n")
     monkeypatch.setattr(cli_render, "_conf_dir", lambda: conf)
+    monkeypatch.setattr("portraitseg.presets.presets_dir", lambda: conf / "render")
     renderer, subject, person = cli_render.build_renderer(cli_render.render_config("disc", {}), (HAIR,))
     assert subject == "face" and person == {**PERSON_DEFAULTS, "work_size": 96}
     assert renderer.keep == (HAIR,)

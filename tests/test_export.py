@@ -202,20 +202,6 @@ def test_numpy_path_matches_pytorch_probabilities(segmenter, onnx_file):
     np.testing.assert_allclose(portrait.probabilities(rgb), ref, atol=1e-5)
 
 
-def test_read_rgb_applies_exif_orientation(tmp_path):
-    from PIL import Image
-
-    from portraitseg.onnx_infer import read_rgb
-
-    exif = Image.Exif()
-    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
-    Image.fromarray(np.zeros((40, 100, 3), np.uint8)).save(tmp_path / "o6.jpg", exif=exif)
-    assert read_rgb(tmp_path / "o6.jpg").shape == (100, 40, 3)
-    (tmp_path / "empty.jpg").write_bytes(b"")
-    with pytest.raises(ValueError, match="not an image"):
-        read_rgb(tmp_path / "empty.jpg")
-
-
 @pytest.mark.skipif(default_model_path() is None, reason="no bundled default model in this checkout")
 def test_cli_export_of_the_bundled_default_model(tmp_path, capsys):
     out = tmp_path / "default.onnx"

@@ -86,12 +86,14 @@ def test_two_runs_never_choose_the_same_output(tmp_path):
     assert a.read_bytes() == b"first run" and b.read_bytes() == b"second run"
 
 
-def _claim_many(folder: str, start, out) -> None:
-    """One process's run: wait for the start signal, then name 25 portraits of the same photo."""
+def _claim_many(folder: str, start, out, finish) -> None:
+    """One process's run: wait for the start signal, then name 25 portraits of the same photo;
+    it lives (holding its placeholders, as a run rendering them would) until ``finish``."""
     src = Path(folder) / "photo.jpg"
     namer = OutputNamer([src], overwrite=False)
     start.wait()
     out.put([namer(src, Path(folder), stages=False)[0].name for _ in range(25)])
+    finish.wait(timeout=60)
 
 
 def test_concurrent_processes_get_distinct_names(tmp_path):
@@ -100,12 +102,13 @@ def test_concurrent_processes_get_distinct_names(tmp_path):
 
     ctx = mp.get_context("fork")
     (tmp_path / "photo.jpg").write_bytes(b"input")
-    start, out = ctx.Event(), ctx.Queue()
-    procs = [ctx.Process(target=_claim_many, args=(str(tmp_path), start, out)) for _ in range(3)]
+    start, out, finish = ctx.Event(), ctx.Queue(), ctx.Event()
+    procs = [ctx.Process(target=_claim_many, args=(str(tmp_path), start, out, finish)) for _ in range(3)]
     for proc in procs:
         proc.start()
     start.set()
     names = [name for _ in procs for name in out.get(timeout=60)]
+    finish.set()
     for proc in procs:
         proc.join(timeout=60)
     assert len(names) == 75 and len(set(names)) == 75, sorted(names)

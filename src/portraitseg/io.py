@@ -6,10 +6,18 @@ orientation, colour modes, bit depth and size limits are handled once.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
+import io
 import os
+import secrets
+import stat
 import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -119,27 +127,97 @@ def _to_uint8(img: Image.Image) -> Image.Image:
     return img
 
 
-def read_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode a photo as RGB ``(H, W, 3)`` uint8, upright per its EXIF orientation.
+#: The colour transparent pixels are composited on before rendering (white), RGB.
+TRANSPARENT_BACKGROUND = (255, 255, 255)
+#: Output formats that carry an alpha channel (a transparent photo's portrait keeps its alpha).
+ALPHA_FORMATS = frozenset({"PNG", "WEBP", "TIFF"})
+#: Output formats that carry an embedded ICC colour profile.
+ICC_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "TIFF"})
 
-    Grayscale, palette, RGBA/LA (alpha dropped), CMYK and 16-bit inputs are converted.
+
+@dataclass
+class Photo:
+    """A decoded photo and what its outputs must carry over (:func:`read_photo`).
+
+    Attributes:
+        rgb: ``(H, W, 3)`` uint8, upright per EXIF; transparent pixels composited on
+            :data:`TRANSPARENT_BACKGROUND`.
+        alpha: ``(H, W)`` uint8 of a photo with transparent pixels (255 = opaque), else None.
+        icc_profile: the embedded RGB colour profile (the pixels are in its colour space, and
+            so are the rendered ones: write it with them), else None.
+        notes: what was done to the file that a user should know (a profile converted, ...).
+    """
+
+    rgb: np.ndarray
+    alpha: np.ndarray | None = None
+    icc_profile: bytes | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _profile_space(profile: bytes) -> str:
+    """The colour space of an ICC profile's header (``RGB``, ``GRAY``, ``CMYK``...)."""
+    return profile[16:20].decode("ascii", "replace").strip() if len(profile) >= 20 else "?"
+
+
+def _to_srgb(img: Image.Image, profile: bytes) -> Image.Image | None:
+    """Convert an image with a non-RGB embedded profile (grayscale, CMYK) to sRGB, or None."""
+    from PIL import ImageCms
+
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+        return ImageCms.profileToProfile(img, source, ImageCms.createProfile("sRGB"), outputMode="RGB")
+    except Exception:  # noqa: BLE001 - a broken or unsupported profile: fall back to no profile
+        return None
+
+
+def read_photo(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Photo:
+    """Decode a photo for rendering: RGB pixels, its transparency and its colour profile.
+
+    Grayscale, palette, CMYK and 16-bit inputs are converted to RGB. An embedded RGB ICC
+    profile (Display P3, Adobe RGB...) is returned as is; a grayscale or CMYK profile is applied
+    (the pixels converted to sRGB). Transparent pixels (RGBA, LA, a palette or colour-key
+    transparency) are composited on :data:`TRANSPARENT_BACKGROUND` and the alpha is returned.
     Raises :class:`InputError` naming the file for anything unusable.
     """
     img = _open(path, max_pixels)
     frames = getattr(img, "n_frames", 1)
     if frames > 1 and img.format != "MPO":  # MPO: phone JPEGs carrying a preview or depth frame
         warnings.warn(f"{path}: has {frames} frames (an animated or multi-page image); only the first "
-                      "is used", MultiFrameWarning, stacklevel=2)
+                      "is used", MultiFrameWarning, stacklevel=3)
+    profile = img.info.get("icc_profile") or None
     try:
         img = ImageOps.exif_transpose(img)
     except Exception:  # noqa: BLE001 - a broken EXIF block must not lose the image
         pass
     img = _to_uint8(img)
-    if img.mode == "P":
-        img = img.convert("RGBA")
+    notes: list[str] = []
+    if profile is not None and _profile_space(profile) != "RGB":
+        space = _profile_space(profile)
+        converted = _to_srgb(img, profile) if img.mode in ("L", "CMYK", "RGB") else None
+        notes.append(f"converted from its embedded {space} colour profile to sRGB" if converted is not None
+                     else f"its embedded {space} colour profile could not be applied; read as sRGB")
+        img, profile = (converted if converted is not None else img), None
+    alpha = None
+    if getattr(img, "has_transparency_data", img.mode in ("RGBA", "LA", "PA")):
+        rgba = np.asarray(img.convert("RGBA"))
+        if rgba[..., 3].min() < 255:
+            alpha = rgba[..., 3].copy()
+            a = alpha[..., None].astype(np.uint16)
+            bg = np.asarray(TRANSPARENT_BACKGROUND, np.uint16)
+            rgb = ((rgba[..., :3] * a + bg * (255 - a) + 127) // 255).astype(np.uint8)
+            return Photo(rgb, alpha, profile, notes)
     if img.mode != "RGB":
         img = img.convert("RGB")
-    return np.asarray(img).copy()
+    return Photo(np.asarray(img).copy(), None, profile, notes)
+
+
+def read_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode a photo as RGB ``(H, W, 3)`` uint8, upright per its EXIF orientation: the pixels of
+    :func:`read_photo` (transparent pixels composited on :data:`TRANSPARENT_BACKGROUND`).
+
+    Raises :class:`InputError` naming the file for anything unusable.
+    """
+    return read_photo(path, max_pixels).rgb
 
 
 def read_label(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -177,22 +255,264 @@ def read_matte(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
     return matte * np.uint8(255) if matte.max() == 1 else matte
 
 
-def write_image(path: str | os.PathLike, rgb: np.ndarray, quality: int = 95) -> None:
-    """Write RGB ``(H, W, 3)`` uint8 to ``path``; the format follows the suffix.
+# --------------------------------------------------------------------------------------------
+# the one output writer
 
-    Written to a temporary name first (``.<name>.<pid>.tmp``, so concurrent writers never share
-    one) and renamed, so a crash never leaves half a file.
+
+class OutputError(InputError):
+    """An output path the project refuses to write: it exists and is not a regular file (a
+    folder, device node, FIFO, socket), or it exists and replacing it was not asked for. The
+    message names the path and the fix."""
+
+
+class WriteError(OSError):
+    """Writing an output failed (disk full, file size limit, a short or unverifiable write): no
+    file was left under the output's name and an existing file there is unchanged."""
+
+
+#: a verification of a written temporary file: ``check(tmp, data)`` raises ValueError to refuse it
+WriteCheck = Callable[[Path, "bytes | memoryview"], None]
+
+
+def fsync_dir(directory: str | os.PathLike) -> None:
+    """Flush a directory entry to disk (after a rename); a no-op where directories cannot be
+    opened (Windows)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def check_destination(path: str | os.PathLike, replace: bool = True) -> None:
+    """Refuse to write ``path`` unless it is absent or (with ``replace``) a regular file, or a
+    symbolic link to one (the link itself is replaced, never what it points at).
+
+    Raises:
+        OutputError: naming the path, what it is and the fix.
     """
     path = Path(path)
-    suffix = path.suffix.lower()
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    link = stat.S_ISLNK(st.st_mode)
+    if link:
+        try:
+            st = os.stat(path)
+        except OSError:
+            raise OutputError(f"{path}: is a broken symbolic link; remove it or choose another output "
+                              "path") from None
+    kind = ("a folder" if stat.S_ISDIR(st.st_mode) else "a device node" if stat.S_ISCHR(st.st_mode)
+            or stat.S_ISBLK(st.st_mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode)
+            else "a socket" if stat.S_ISSOCK(st.st_mode) else None)
+    if kind is not None:
+        target = " (through a symbolic link)" if link else ""
+        raise OutputError(f"{path}: is {kind}{target}, not a file; give the path of a file to write, "
+                          f"e.g. {path / 'out' if kind == 'a folder' else 'out/' + path.name}")
+    if not replace:
+        what = "a symbolic link to a file" if link else "a file"
+        raise OutputError(f"{path}: {what} already exists; choose another output path (it is not "
+                          "replaced without being asked to)")
+
+
+def _temporary(path: Path) -> tuple[Path, int]:
+    """A new temporary file next to ``path``: ``.<name>.<token>.<pid>.tmp`` (the naming
+    :func:`portraitseg.lit.callbacks.remove_stale_temporaries` cleans up after a kill), created
+    exclusively; ``(path, fd)``."""
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.{os.getpid()}.tmp")
+        try:
+            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data).cast("B")
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:
+            raise OSError(errno.ENOSPC, "no byte written")
+        view = view[written:]
+
+
+def _write_error(path: Path, err: BaseException, existed: bool) -> WriteError:
+    code = getattr(err, "errno", None)
+    if code in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        cause = "the disk is full or the file size limit was reached; free space or write elsewhere"
+    elif code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        cause = "no permission to write there; choose a writable folder"
+    else:
+        cause = f"{type(err).__name__}: {getattr(err, 'strerror', None) or err}"
+    kept = "; the existing file is unchanged" if existed else "; nothing was left under that name"
+    return WriteError(f"{path}: could not be written ({cause}){kept}")
+
+
+def atomic_write_all(
+    outputs: Sequence[tuple[str | os.PathLike, bytes | memoryview]],
+    replace: bool = True,
+    durable: bool = True,
+    check: WriteCheck | None = None,
+) -> list[Path]:
+    """Write files all or nothing: the one output writer of the project.
+
+    Each ``(path, data)`` goes to a temporary file in its destination folder, is flushed and
+    fsynced (``durable``), verified (the file's size equals ``len(data)``, then ``check(tmp,
+    data)`` if given, e.g. an image decode check) and only when every file is verified are they
+    renamed over their paths (``os.replace``) and the folders fsynced. On any failure every
+    temporary is removed: nothing is left under a final name and existing files are unchanged.
+
+    Args:
+        outputs: ``(path, bytes)`` pairs; missing parent folders are created.
+        replace: allow replacing an existing regular file (or a symbolic link to one: the link is
+            replaced); without it an existing path is refused.
+        durable: fsync files and folders (off only for files that are cheap to regenerate).
+        check: extra verification of a written temporary; raises to refuse it.
+
+    Raises:
+        OutputError: a path is a folder, device node, FIFO or socket (or exists without
+            ``replace``), before anything is written.
+        WriteError: writing or verifying failed.
+    """
+    items = [(Path(p), data) for p, data in outputs]
+    for path, _ in items:
+        check_destination(path, replace)
+    staged: list[tuple[Path, Path]] = []
+    created: list[Path] = []  # final names that did not exist before, renamed into place
+    try:
+        for path, data in items:
+            existed = os.path.lexists(path)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp, fd = _temporary(path)
+            except OSError as err:
+                raise _write_error(path, err, existed) from None
+            staged.append((tmp, path))
+            try:
+                try:
+                    _write_all(fd, data)
+                    if durable:
+                        os.fsync(fd)
+                    size = os.fstat(fd).st_size
+                finally:
+                    os.close(fd)
+                if size != len(memoryview(data).cast("B")):
+                    raise OSError(errno.EIO, f"wrote {size} of {len(data)} bytes")
+                if check is not None:
+                    check(tmp, data)
+            except OSError as err:
+                raise _write_error(path, err, existed) from None
+            except ValueError as err:  # a check's refusal
+                raise WriteError(f"{path}: the written file does not verify ({err}); nothing was "
+                                 "left under that name") from None
+        for tmp, path in staged:
+            check_destination(path, replace)  # it may have changed while we wrote
+            new = not os.path.lexists(path)
+            os.replace(tmp, path)
+            if new:
+                created.append(path)
+    except BaseException:
+        for tmp in [tmp for tmp, _ in staged] + created:  # all or nothing
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        raise
+    if durable:
+        for folder in {path.parent for _, path in staged}:
+            fsync_dir(folder)
+    return [path for _, path in staged]
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | memoryview, replace: bool = True,
+                 durable: bool = True, check: WriteCheck | None = None) -> Path:
+    """Write one file through :func:`atomic_write_all` (same guarantees and errors)."""
+    return atomic_write_all([(path, data)], replace=replace, durable=durable, check=check)[0]
+
+
+def image_format(path: str | os.PathLike) -> str:
+    """The Pillow format written for ``path``'s suffix (:data:`WRITE_FORMATS`).
+
+    Raises:
+        InputError: an unsupported suffix, naming the formats.
+    """
+    suffix = Path(path).suffix.lower()
     fmt = WRITE_FORMATS.get(suffix)
     if fmt is None:
-        raise InputError(f"{path}: unsupported output format {suffix!r}")
-    kwargs = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        raise InputError(f"{path}: unsupported output format {suffix!r}; use one of "
+                         f"{' '.join(WRITE_FORMATS)}")
+    return fmt
+
+
+def encode_image(
+    path: str | os.PathLike,
+    rgb: np.ndarray,
+    quality: int = 95,
+    icc_profile: bytes | None = None,
+    alpha: np.ndarray | None = None,
+) -> bytes:
+    """Encode RGB ``(H, W, 3)`` (or grayscale ``(H, W)``) uint8 in the format of ``path``'s
+    suffix, with ``icc_profile`` embedded (:data:`ICC_FORMATS`) and ``alpha`` ``(H, W)`` uint8 as
+    its alpha channel (:data:`ALPHA_FORMATS`; other formats are written opaque)."""
+    fmt = image_format(path)
+    img = Image.fromarray(rgb)
+    if alpha is not None and fmt in ALPHA_FORMATS:
+        if alpha.shape != rgb.shape[:2]:
+            raise ValueError(f"alpha {alpha.shape} does not match the image {rgb.shape[:2]}")
+        img = img.convert("RGB")
+        img.putalpha(Image.fromarray(alpha))
+    kwargs: dict[str, Any] = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
+    if icc_profile and fmt in ICC_FORMATS:
+        kwargs["icc_profile"] = icc_profile
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
+def output_notes(photo: Photo, path: str | os.PathLike) -> list[str]:
+    """What a user should know about writing ``photo``'s render to ``path``: how its
+    transparency was handled, and a colour profile the format cannot hold."""
+    fmt = image_format(path)
+    notes = []
+    if photo.alpha is not None:
+        bg = "white" if TRANSPARENT_BACKGROUND == (255, 255, 255) else f"RGB {TRANSPARENT_BACKGROUND}"
+        kept = ("the output keeps the photo's alpha" if fmt in ALPHA_FORMATS else
+                f"{fmt} cannot hold an alpha channel, so the output is opaque")
+        notes.append(f"has transparent pixels: rendered composited on {bg}; {kept}")
+    if photo.icc_profile is not None and fmt not in ICC_FORMATS:
+        notes.append(f"{fmt} cannot hold its colour profile: the output is written without it")
+    return notes
+
+
+def check_image(path: Path, data: bytes | memoryview) -> None:
+    """Verify a written image cheaply: it opens and its structure checks (Pillow's ``verify``:
+    chunk CRCs of a PNG, ...). Raises ValueError otherwise."""
     try:
-        Image.fromarray(rgb).save(tmp, format=fmt, **kwargs)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        with Image.open(path) as img:
+            img.verify()
+    except Exception as err:  # noqa: BLE001 - Pillow raises many types for a broken file
+        raise ValueError(f"not a readable image: {err}") from None
+
+
+def write_image(
+    path: str | os.PathLike,
+    rgb: np.ndarray,
+    quality: int = 95,
+    icc_profile: bytes | None = None,
+    alpha: np.ndarray | None = None,
+    replace: bool = True,
+) -> Path:
+    """Write an image (:func:`encode_image`) through :func:`atomic_write` (temporary file, fsync,
+    size and decode check, rename): never half a file under ``path``.
+
+    Raises:
+        InputError: an unsupported suffix; OutputError: ``path`` is a folder, device, FIFO...
+        WriteError: the disk is full or the write did not verify.
+    """
+    check_destination(path, replace)  # before encoding a large image for nothing
+    return atomic_write(path, encode_image(path, rgb, quality, icc_profile, alpha), replace=replace,
+                        check=check_image)

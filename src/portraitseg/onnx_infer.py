@@ -2,11 +2,12 @@
 
 For apps that ship the ONNX model written by ``portraitseg export`` instead of PyTorch::
 
+    from portraitseg.io import read_photo, write_image
     from portraitseg.onnx_infer import OnnxPortrait
     portrait = OnnxPortrait("model.onnx")
-    rgb = read_rgb("photo.jpg")                   # (H, W, 3) uint8, EXIF-upright
-    out = portrait(rgb)                           # (H, W, 3) uint8
-    write_rgb("photo_portrait.jpg", out)
+    photo = read_photo("photo.jpg")               # photo.rgb: (H, W, 3) uint8, EXIF-upright
+    out = portrait(photo.rgb)                     # (H, W, 3) uint8
+    write_image("photo_portrait.jpg", out, icc_profile=photo.icc_profile, alpha=photo.alpha)
 
 or ``python -m portraitseg.onnx_infer model.onnx photo.jpg photo_portrait.jpg``.
 
@@ -18,7 +19,9 @@ subject alpha, upsample it to the photo, blur the background with the subject re
 * background``. The PyTorch renderer (:func:`portraitseg.render.render_portrait`) adds guided
 alpha refinement, lens-disc blur, depth falloff and highlight boosting.
 
-This module imports only numpy, OpenCV and onnxruntime (checked by the tests).
+Photos are read and written by :mod:`portraitseg.io` (EXIF orientation, size limit, colour
+profile and transparency kept, the atomic verified writer), as by ``portraitseg render``. This
+module imports only numpy, OpenCV, Pillow and onnxruntime: no PyTorch (checked by the tests).
 """
 
 from __future__ import annotations
@@ -31,6 +34,16 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from portraitseg.io import (
+    InputError,
+    WriteError,
+    check_destination,
+    check_output_not_input,
+    image_format,
+    output_notes,
+    read_photo,
+    write_image,
+)
 from portraitseg.onnx_contract import INPUT_NAME, OUTPUT_NAME, PERSON_NAME
 from portraitseg.subject.alpha import class_masks, combine_alpha
 
@@ -38,26 +51,6 @@ from portraitseg.subject.alpha import class_masks, combine_alpha
 DEFAULT_STRENGTH = 0.012
 #: model input size when the ONNX file does not record its training size
 DEFAULT_SIZE = 256
-
-
-def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Decode an image file as RGB ``(H, W, 3)`` uint8, upright per its EXIF orientation."""
-    data = np.fromfile(str(path), dtype=np.uint8)
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if bgr is None:
-        raise ValueError(f"{path}: not an image OpenCV can decode")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def write_rgb(path: str | os.PathLike, rgb: np.ndarray, quality: int = 95) -> None:
-    """Encode RGB ``(H, W, 3)`` uint8 to ``path`` (format from the suffix), atomically."""
-    suffix = os.path.splitext(str(path))[1] or ".png"
-    ok, buf = cv2.imencode(suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise ValueError(f"{path}: OpenCV cannot encode {suffix!r}")
-    tmp = f"{path}.{os.getpid()}.tmp"
-    buf.tofile(tmp)
-    os.replace(tmp, path)
 
 
 def softmax(logits: np.ndarray, axis: int = 0) -> np.ndarray:
@@ -184,6 +177,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("usage: python -m portraitseg.onnx_infer MODEL.onnx INPUT_IMAGE OUTPUT_IMAGE", file=sys.stderr)
         return 2
     model, src, dst = args
+    try:  # the output: never an input, a folder, a device or a FIFO; a format we write
+        check_output_not_input(dst, "OUTPUT_IMAGE", {"INPUT_IMAGE": src, "MODEL.onnx": model})
+        check_destination(dst)
+        image_format(dst)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if not os.path.isfile(model):
         print(f"error: {model}: no such ONNX model file (write one with `portraitseg export --ckpt ... "
               "--onnx model.onnx`)", file=sys.stderr)
@@ -195,9 +195,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {model}: not an ONNX model onnxruntime can load ({first})", file=sys.stderr)
         return 2
     try:
-        write_rgb(dst, portrait(read_rgb(src)))
-    except (ValueError, OSError) as err:
+        photo = read_photo(src)
+    except InputError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    for note in photo.notes + output_notes(photo, dst):
+        print(f"note: {src}: {note}", file=sys.stderr)
+    try:
+        write_image(dst, portrait(photo.rgb), icc_profile=photo.icc_profile, alpha=photo.alpha)
+    except (InputError, WriteError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except Exception as err:  # noqa: BLE001 - onnxruntime / OpenCV failures: one line, no traceback
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        print(f"error: {src}: rendering failed ({type(err).__name__}: {first})", file=sys.stderr)
         return 1
     return 0
 

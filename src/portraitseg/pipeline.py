@@ -554,25 +554,21 @@ def render_parse(
 
 
 def render_preset(name: str, **overrides: Any) -> nn.Module:
-    """Build the :class:`~portraitseg.render.PortraitRenderer` of ``conf/render/<name>.yaml``.
+    """Build the :class:`~portraitseg.render.PortraitRenderer` of the package preset ``name``
+    (``disc``, ``gaussian``, ``halo_free``: :func:`portraitseg.presets.preset_names`); a name is
+    never taken as a path (:func:`portraitseg.presets.preset_path`).
 
     Raises:
-        PipelineError: no such preset (listing the presets).
+        PipelineError: not a preset name, or no such preset (listing the presets).
     """
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
+    from portraitseg.presets import PresetError, build_renderer, load_preset
 
-    from portraitseg.cli import config_dir
-
-    folder = os.path.join(config_dir(), "render")
-    path = os.path.join(folder, f"{name}.yaml")
-    if not os.path.isfile(path):
-        files = os.listdir(folder) if os.path.isdir(folder) else []
-        known = sorted(f[:-5] for f in files if f.endswith(".yaml"))
-        raise PipelineError(f"render={name!r}: no such preset; {folder} has {', '.join(known) or 'none'}")
-    options = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    try:
+        options = load_preset(name)
+    except PresetError as err:
+        raise PipelineError(str(err)) from None
     options.update(overrides)
-    return instantiate(options)
+    return build_renderer(options, f"render preset {name!r}")
 
 
 # --------------------------------------------------------------------------------------------

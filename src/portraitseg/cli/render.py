@@ -20,6 +20,7 @@ import contextlib
 import glob
 import os
 import re
+import secrets
 import sys
 import textwrap
 import time
@@ -39,8 +40,13 @@ from portraitseg.io import (
     WRITE_FORMATS,
     InputError,
     MultiFrameWarning,
-    read_image,
-    write_image,
+    Photo,
+    WriteError,
+    atomic_write_all,
+    check_image,
+    encode_image,
+    output_notes,
+    read_photo,
 )
 
 if TYPE_CHECKING:  # PyTorch is imported when a model is loaded, not for --help or usage errors
@@ -128,9 +134,10 @@ def _conf_dir() -> Path:
 
 
 def render_presets() -> list[str]:
-    """Names of the render presets in ``conf/render/`` (``disc``, ``gaussian``, ...)."""
-    folder = _conf_dir() / "render"
-    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+    """Names of the render presets in ``conf/render/`` (:func:`portraitseg.presets.preset_names`)."""
+    from portraitseg.presets import preset_names
+
+    return preset_names()
 
 
 def _default_preset() -> str:
@@ -224,22 +231,63 @@ class OutputNamer:
 
     A new name is reserved on disk the moment it is chosen: an empty placeholder created with
     ``O_CREAT | O_EXCL``, which exactly one process can win, so two runs writing into one folder
-    at once never pick the same name. The render then replaces the placeholder atomically
-    (:func:`portraitseg.io.write_image`); :meth:`release` removes the placeholders of outputs
-    that were not written.
+    at once never pick the same name, and locked (``flock``) while this process lives. The
+    render then replaces the placeholders atomically (:func:`portraitseg.io.atomic_write_all`);
+    :meth:`release` removes the placeholders of outputs that were not written. An empty file
+    under an output name that nobody holds locked is the debris of a run that was killed: it is
+    reused, so a re-run does not number its outputs ``_1``.
     """
 
     def __init__(self, inputs: Iterable[Path], overwrite: bool) -> None:
         self.protected = {p.resolve() for p in inputs}
         self.claimed: set[Path] = set()
         self.overwrite = overwrite
-        self.placeholders: set[Path] = set()
+        self.placeholders: dict[Path, int] = {}  # path -> open, locked descriptor
+
+    @staticmethod
+    def _lock(fd: int) -> bool:
+        """Lock a placeholder for this process; False if another live process holds it."""
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows): placeholders are never taken over
+            return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False
+        return True
+
+    @staticmethod
+    def _placeholder(path: Path) -> str | None:
+        """``"held"``: an empty file a live run holds locked (its placeholder); ``"debris"``: an
+        empty file nobody holds (left by a run that was killed); None: anything else."""
+        try:
+            if path.is_symlink() or not path.is_file() or path.stat().st_size != 0:
+                return None
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            import fcntl
+        except ImportError:
+            os.close(fd)
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return "held"
+        finally:
+            os.close(fd)  # closing drops the probe's lock
+        return "debris"
 
     def _free(self, path: Path) -> bool:
         key = path.resolve()
         if key in self.protected or key in self.claimed:
             return False
         if os.path.lexists(path):
+            state = self._placeholder(path)
+            if state is not None:
+                return state == "debris"
             if not self.overwrite or not path.is_file():
                 return False
             try:  # a hard link or symlink to an input is the input
@@ -252,21 +300,44 @@ class OutputNamer:
     def _reserve(self, path: Path) -> bool:
         """Claim ``path`` on disk: an existing file (``overwrite`` only, checked by :meth:`_free`)
         is taken as is; a new one is created empty, exclusively (False if another process won)."""
+        if os.path.lexists(path) and self._placeholder(path) == "debris":
+            try:  # take the killed run's placeholder over
+                fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
+            except OSError:
+                return False
+            if self._lock(fd) and os.fstat(fd).st_size == 0:
+                self.placeholders[path] = fd
+                return True
+            os.close(fd)
+            return False
         if self.overwrite and os.path.lexists(path):
             return True
-        try:  # without overwrite, a file that appeared since _free (another run's placeholder) loses
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-        except FileExistsError:
+        # created locked under a private name, then linked to its name: link() fails if the name
+        # exists (exclusive, like O_EXCL), and the placeholder is never seen unlocked
+        private = path.with_name(f".{path.name}.{secrets.token_hex(4)}.{os.getpid()}.tmp")
+        fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            self._lock(fd)
+            os.link(private, path)
+        except FileExistsError:  # another run's placeholder or file appeared since _free: it wins
+            os.close(fd)
             return False
-        self.placeholders.add(path)
+        except BaseException:
+            os.close(fd)
+            raise
+        finally:
+            with contextlib.suppress(OSError):
+                private.unlink()
+        self.placeholders[path] = fd
         return True
 
     def _unreserve(self, path: Path) -> None:
-        if path in self.placeholders:
-            self.placeholders.discard(path)
+        fd = self.placeholders.pop(path, None)
+        if fd is not None:
             with contextlib.suppress(OSError):
                 if path.stat().st_size == 0:
                     path.unlink()
+            os.close(fd)
 
     def __call__(self, src: Path, folder: Path, stages: bool) -> tuple[Path, Path | None]:
         """``(portrait, stages figure or None)`` for ``src`` (see :meth:`reserve`)."""
@@ -302,7 +373,9 @@ class OutputNamer:
     def written(self, *paths: Path | None) -> None:
         """Mark outputs as written: their placeholders are no longer ours to remove."""
         for path in paths:
-            self.placeholders.discard(path)
+            fd = self.placeholders.pop(path, None)
+            if fd is not None:
+                os.close(fd)
 
     def release(self, *paths: Path | None) -> None:
         """Remove the placeholders of ``paths`` (all of them if none are given) still empty."""
@@ -403,47 +476,44 @@ def load_model(path: str | os.PathLike | None, device: torch.device, model_size:
     return Model(net.to(device).eval(), info, int(size), classes)
 
 
-def render_config(preset: str, overrides: dict[str, Any]) -> Any:
-    """Compose ``conf/render.yaml`` with ``render=<preset>`` and apply ``overrides`` to it
-    (None values are skipped, except ``sigma``, where None means "use strength").
+def render_config(preset: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The options of render preset ``preset`` (resolved among the package's presets only:
+    :func:`portraitseg.presets.load_preset`) with ``overrides`` applied (None values are skipped,
+    except ``sigma``, where None means "use strength").
 
-    Returns the ``render`` node (a ``DictConfig`` with ``_target_``).
+    Returns a dict of the renderer's options with ``_target_``.
     """
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import open_dict
+    from portraitseg.presets import PresetError, load_preset
 
-    presets = render_presets()
-    if preset not in presets:
-        raise UsageError(f"--render {preset!r}: no such preset; conf/render/ has "
-                         f"{', '.join(presets) or 'none'}")
-    if GlobalHydra.instance().is_initialized():
-        GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(_conf_dir()), version_base="1.3", job_name="render"):
-        cfg = compose(config_name="render", overrides=[f"render={preset}"])
-    node = cfg.render
-    with open_dict(node):
-        for key, value in overrides.items():
-            if value is not None or key == "sigma":
-                node[key] = value
+    try:
+        node = load_preset(preset)
+    except PresetError as err:
+        raise UsageError(f"--render: {err}") from None
+    for key, value in overrides.items():
+        if value is not None or key == "sigma":
+            node[key] = value
     check_render_options(node, f"--render {preset} (conf/render/{preset}.yaml)")
     return node
 
 
 def build_renderer(node: Any, keep: tuple[int, ...]) -> tuple[torch.nn.Module, str, dict[str, Any]]:
-    """Instantiate the renderer of a composed preset.
+    """Instantiate the renderer of a preset's options (:func:`render_config`).
 
     Returns:
         ``(renderer, subject, person_options)``: the preset's ``subject`` (``person`` | ``face``)
         and its ``person`` options, stored on the :class:`PortraitRenderer`.
     """
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
+    import copy
 
-    options = OmegaConf.to_container(node, resolve=True)
+    from portraitseg.presets import PresetError
+    from portraitseg.presets import build_renderer as instantiate_renderer
+
+    options = copy.deepcopy(dict(node))
     options["keep"] = list(keep)
     try:
-        renderer = instantiate(options)
+        renderer = instantiate_renderer(options)
+    except PresetError as err:
+        raise UsageError(str(err)) from None
     except Exception as err:  # noqa: BLE001 - hydra wraps the renderer's ValueError
         cause = err.__cause__ or err
         raise UsageError(f"render options: {cause}") from None
@@ -568,44 +638,53 @@ def stages_figure(
 def render_file(job: Job, src: Path, out: Path, figure: Path | None, alpha: Path | None = None) -> list[str]:
     """Render one photo into ``out`` (the stages figure into ``figure``, the 8-bit subject alpha
     into ``alpha``); returns warnings (e.g. that only the first frame of an animated GIF or
-    multi-page TIFF was rendered, or a fallback of the subject)."""
+    multi-page TIFF was rendered, a fallback of the subject, how transparency was handled).
+
+    The photo's colour profile is embedded in the portrait and the figure (the pixels are
+    rendered in the photo's own colour space); a transparent photo is rendered composited on
+    :data:`portraitseg.io.TRANSPARENT_BACKGROUND` and its portrait keeps the photo's alpha.
+    All outputs of the photo are written together or none is
+    (:func:`portraitseg.io.atomic_write_all`)."""
     import torch
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", MultiFrameWarning)
-        rgb = read_image(src, max_pixels=job.max_pixels)
+        photo = read_photo(src, max_pixels=job.max_pixels)
     notes = [str(w.message).removeprefix(f"{src}: ")
-             for w in caught if issubclass(w.category, MultiFrameWarning)]
+             for w in caught if issubclass(w.category, MultiFrameWarning)] + photo.notes
     with torch.inference_mode():
-        return notes + _render(job, rgb, out, figure, alpha)
+        return notes + _render(job, photo, out, figure, alpha)
 
 
-def _render(job: Job, rgb: np.ndarray, out: Path, figure: Path | None, alpha_out: Path | None) -> list[str]:
+def _render(job: Job, photo: Photo, out: Path, figure: Path | None, alpha_out: Path | None) -> list[str]:
     import torch
     import torch.nn.functional as F
 
+    rgb = photo.rgb
     image = torch.from_numpy(rgb).to(job.device).permute(2, 0, 1)[None]  # uint8: the pipeline scales it
     result = job.pipeline(image)
     del image
     from portraitseg.pipeline import to_uint8
 
+    notes = list(result.notes) + output_notes(photo, out)
     portrait = to_uint8(result.portrait[0])
-    write_image(out, portrait, quality=job.quality)
+    outputs = [(out, encode_image(out, portrait, job.quality, photo.icc_profile, photo.alpha))]
     if alpha_out is not None:
-        write_image(alpha_out, to_uint8(result.alpha[0, 0]))
+        outputs.append((alpha_out, encode_image(alpha_out, to_uint8(result.alpha[0, 0]))))
     if figure is not None:
         size = panel_size(*rgb.shape[:2])
         label = F.interpolate(result.parse, size=size, mode="bilinear", align_corners=False)[0].argmax(0)
         used = result.alpha[0, 0].float().cpu().numpy()
         fig = stages_figure(rgb, label.byte().cpu().numpy(), used, portrait)
-        write_image(figure, fig, quality=job.quality)
-    return result.notes
+        outputs.append((figure, encode_image(figure, fig, job.quality, photo.icc_profile)))
+    atomic_write_all(outputs, check=check_image)
+    return notes
 
 
 def _error_text(err: BaseException) -> str:
     import torch
 
-    if isinstance(err, InputError):
+    if isinstance(err, (InputError, WriteError)):  # their messages name the file
         return str(err)
     if isinstance(err, (MemoryError, torch.cuda.OutOfMemoryError)) or "can't allocate memory" in str(err):
         return ("out of memory while rendering; lower --max-pixels to skip such photos, use "
@@ -633,6 +712,15 @@ def _progress(total: int, quiet: bool):
 
 def run(args: argparse.Namespace) -> int:
     """``portraitseg render``; returns the exit status."""
+    import signal
+
+    def terminated(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # unwinds like Ctrl-C: the current photo's placeholders are removed
+
+    import threading
+
+    main_thread = threading.current_thread() is threading.main_thread()  # signals: main thread only
+    previous = signal.signal(signal.SIGTERM, terminated) if main_thread else None
     try:
         return _run(args)
     except UsageError as err:
@@ -641,6 +729,9 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         _say("portraitseg render: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def build_job(args: argparse.Namespace) -> Job:
@@ -729,8 +820,8 @@ def _run(args: argparse.Namespace) -> int:
             except Exception as err:  # noqa: BLE001 - one bad file must not stop the others
                 namer.release()
                 failed += 1
-                # InputError messages start with the file name already
-                where = "" if isinstance(err, InputError) else f"{src}: "
+                # InputError and WriteError messages start with the file name already
+                where = "" if isinstance(err, (InputError, WriteError)) else f"{src}: "
                 _say(f"error: {where}{_error_text(err)}", file=sys.stderr)
             else:
                 for warning in notes:

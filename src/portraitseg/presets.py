@@ -1,0 +1,97 @@
+"""Render presets by name: the one place a caller's preset name becomes a file and a renderer.
+
+A preset name (``disc``, ``gaussian``, ``halo_free``) is resolved only among the package's own
+presets (``conf/render/<name>.yaml``): a plain name of letters, digits, ``_`` and ``-`` that is a
+file in that folder. Never a path: ``../x``, ``/tmp/x.yaml`` or ``~/x`` are refused before any
+file is opened. The preset's ``_target_`` must be the renderer class, so a preset file can build
+a :class:`~portraitseg.render.PortraitRenderer` and nothing else.
+
+This module imports neither PyTorch nor Hydra at import time (the CLI lists the presets for
+``--help``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+#: a preset name: letters, digits, ``_`` and ``-`` (no separators, dots or ``~``)
+PRESET_NAME = re.compile(r"[A-Za-z0-9_-]+")
+#: the only constructors a render preset may name
+RENDERER_TARGETS = ("portraitseg.render.PortraitRenderer",)
+
+
+class PresetError(ValueError):
+    """A preset name or preset content that cannot be used; the message names it and the fix."""
+
+
+def presets_dir() -> Path:
+    """The folder of the render presets (``conf/render/`` of the package or the checkout)."""
+    from portraitseg.cli import config_dir
+
+    return Path(config_dir()) / "render"
+
+
+def preset_names() -> list[str]:
+    """Names of the render presets, sorted (``disc``, ``gaussian``, ``halo_free``)."""
+    folder = presets_dir()
+    if not folder.is_dir():
+        return []
+    return sorted(p.stem for p in folder.glob("*.yaml") if p.is_file() and PRESET_NAME.fullmatch(p.stem))
+
+
+def preset_path(name: str) -> Path:
+    """The file of preset ``name``.
+
+    Raises:
+        PresetError: ``name`` is not a plain preset name (a path, empty, not a string) or no such
+            preset exists; the message lists the presets.
+    """
+    known = preset_names()
+    choices = f"choose one of {', '.join(known) or '(none installed)'}"
+    if not isinstance(name, str) or not PRESET_NAME.fullmatch(name):
+        raise PresetError(f"render preset {name!r} is not a preset name (letters, digits, _ and - "
+                          f"only; a path is never loaded): {choices}, or pass a renderer object")
+    path = presets_dir() / f"{name}.yaml"
+    if name not in known or not path.is_file():
+        raise PresetError(f"render preset {name!r}: no such preset in {presets_dir()}; {choices}")
+    return path
+
+
+def check_target(options: Mapping[str, Any], where: str) -> None:
+    """Refuse render options whose ``_target_`` is not the renderer class.
+
+    Raises:
+        PresetError: naming ``where`` and the target found.
+    """
+    target = options.get("_target_")
+    if target not in RENDERER_TARGETS:
+        raise PresetError(f"{where}: _target_ {target!r} is not allowed; a render preset builds "
+                          f"{' or '.join(RENDERER_TARGETS)}")
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    """The options of preset ``name`` as a plain dict (``_target_`` checked).
+
+    Raises:
+        PresetError: see :func:`preset_path` and :func:`check_target`.
+    """
+    from omegaconf import OmegaConf
+
+    path = preset_path(name)
+    options = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    if not isinstance(options, dict):
+        raise PresetError(f"{path}: a render preset must be a mapping of options")
+    check_target(options, str(path))
+    return options
+
+
+def build_renderer(options: Mapping[str, Any], where: str = "render options") -> Any:
+    """Instantiate a :class:`~portraitseg.render.PortraitRenderer` from options (``_target_``
+    checked first; the renderer's own ``ValueError`` passes through)."""
+    from hydra.utils import instantiate
+
+    check_target(options, where)
+    return instantiate(dict(options))
