@@ -7,7 +7,7 @@ horizontal flip of an image must swap left/right brows (2<->3) and eyes (4<->5) 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -98,6 +98,33 @@ def class_ids(spec: str | Iterable[str | int] | None) -> tuple[int, ...]:
         if not 0 <= int(item) < NUM_CLASSES:
             raise ValueError(f"class id {item} outside 0..{NUM_CLASSES - 1}")
         ids.add(int(item))
+    if not ids:
+        raise ValueError(f"empty class selection {spec!r}")
+    return tuple(sorted(ids))
+
+
+def model_class_ids(spec: str | Iterable[str | int] | None, class_names: Sequence[str]) -> tuple[int, ...]:
+    """A class selection of a model whose classes are ``class_names``: :func:`class_ids` for a
+    Helen parser; otherwise names or ids of those classes (None: all but class 0, background).
+
+    Raises:
+        ValueError: an unknown name or id (listing the model's classes), or an empty selection.
+    """
+    names = list(class_names)
+    if names == list(CLASS_NAMES):
+        return class_ids(spec)
+    if spec is None:
+        return tuple(range(1, len(names)))
+    ids: set[int] = set()
+    for item in spec.split(",") if isinstance(spec, str) else spec:
+        text = str(item).strip()
+        if text.isdigit() and int(text) < len(names):
+            ids.add(int(text))
+        elif text in names:
+            ids.add(names.index(text))
+        elif text:
+            raise ValueError(f"unknown class {text!r}; this model's classes: {', '.join(names)} "
+                             f"(or ids 0..{len(names) - 1})")
     if not ids:
         raise ValueError(f"empty class selection {spec!r}")
     return tuple(sorted(ids))

@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from portraitseg.classes import CLASS_NAMES, FLIP_PERMUTATION, NUM_CLASSES
+from portraitseg.classes import CLASS_NAMES, FLIP_PERMUTATION, NUM_CLASSES, model_class_ids
 from portraitseg.config import DEFAULT_MAX_PIXELS
 from portraitseg.subject.alpha import class_masks, parse_alpha
 from portraitseg.subject.faces import MIN_FACE, FaceFinder
@@ -533,6 +533,16 @@ def _grid_window(
     return (max(0, int(y0)), min(grid[0], int(y1) + 2), max(0, int(x0)), min(grid[1], int(x1) + 2))
 
 
+def _stored_size(info: dict[str, Any]) -> int | None:
+    """The training input size (long side) a model file records, if any."""
+    size = info.get("image_size")
+    if isinstance(size, (list, tuple)) and size:
+        return int(max(size))
+    if isinstance(size, (int, float)) and size > 0:
+        return int(size)
+    return None
+
+
 def render_parse(
     renderer: nn.Module, image: torch.Tensor, probs: torch.Tensor, person: torch.Tensor | None = None,
     subject: str = "person",
@@ -703,9 +713,19 @@ class PortraitPipeline(nn.Module):
         model: str | os.PathLike = "default",
         render: str | nn.Module = "disc",
         device: str | torch.device | None = None,
+        *,
+        render_options: dict[str, Any] | None = None,
+        keep: str | Sequence[int | str] | None = None,
+        person_model: str | os.PathLike | None = None,
+        threads: int | None = None,
         **options: Any,
     ) -> PortraitPipeline:
-        """Load a model file and a render preset into a pipeline (eval mode, on ``device``).
+        """Load a model file and a render preset into a pipeline (eval mode, on ``device``): the
+        one builder of the render path (the CLI, the benchmarks and Python programs use it).
+
+        The bundled model loads from its TorchScript artifact with PyTorch alone
+        (:mod:`portraitseg.models.inference`); the thread count is set for the usable cores
+        (:func:`portraitseg.runtime.configure_threads`).
 
         Args:
             model: ``"default"`` (the bundled model), a checkpoint written by ``python train.py``
@@ -713,6 +733,11 @@ class PortraitPipeline(nn.Module):
             render: a preset name of ``conf/render/`` (``disc``, ``gaussian``, ``halo_free``) or a
                 :class:`~portraitseg.render.PortraitRenderer`.
             device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available).
+            render_options: values replacing the preset's (``strength``, ``falloff``, ...).
+            keep: kept classes: ids, or names of the model's classes (``"hair,skin"``; Helen
+                groups too); default: the renderer's for a Helen parser, else all but background.
+            person_model: a 2-class person segmenter's model file (its mask replaces the matte).
+            threads: intra-op threads (default: one per usable core, unless already chosen).
             options: the other arguments of :class:`PortraitPipeline` (``model_size`` defaults to
                 the model's training size).
 
@@ -720,16 +745,33 @@ class PortraitPipeline(nn.Module):
             FileNotFoundError: ``model`` does not exist (or no bundled model), naming the path.
             portraitseg.models.checkpoint.CheckpointError: the file is not a portraitseg model
                 (it says what it is and what was expected).
-            PipelineError: unknown preset or option.
+            PipelineError: unknown preset, option or class.
         """
-        from portraitseg.models.checkpoint import load_segmenter, resolve_model_path
+        from portraitseg.models.checkpoint import resolve_model_path
+        from portraitseg.models.inference import load_inference_segmenter
+        from portraitseg.runtime import configure_threads
 
-        path = resolve_model_path(model)
-        net, info = load_segmenter(path, map_location="cpu")
-        renderer = render_preset(render) if isinstance(render, str) else render
-        size = info.get("image_size")
-        size = max(size) if isinstance(size, (list, tuple)) and size else size
-        options.setdefault("model_size", int(size) if size else DEFAULT_MODEL_SIZE)
+        configure_threads(threads)
+        net, info = load_inference_segmenter(resolve_model_path(model))
+        if isinstance(render, str):
+            renderer = render_preset(render, **(render_options or {}))
+        elif render_options:
+            raise PipelineError("render_options apply to a preset name; set them on the renderer object")
+        else:
+            renderer = render
+        names = list(info.get("class_names") or CLASS_NAMES)
+        default = tuple(renderer.keep) if names == list(CLASS_NAMES) else None
+        try:
+            options["keep"] = model_class_ids(default if keep is None else keep, names)
+        except ValueError as err:
+            raise PipelineError(f"keep={keep!r}: {err}") from None
+        if person_model is not None:
+            from portraitseg.render.person import load_person_model
+
+            person, person_info = load_person_model(person_model)
+            options["person_model"] = person
+            options.setdefault("person_model_size", _stored_size(person_info) or DEFAULT_MODEL_SIZE)
+        options.setdefault("model_size", _stored_size(info) or DEFAULT_MODEL_SIZE)
         options.setdefault("class_names", info.get("class_names"))
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
