@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 
 from portraitseg import sweep
 from portraitseg.data.synthetic import ensure_synthetic
+from portraitseg.lit.pruning import OptunaPruning
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = str(REPO / "conf")
@@ -138,7 +139,7 @@ def test_optuna_search_config_composes() -> None:
         callback = instantiate(cfg.callbacks.optuna_pruning)
     finally:
         hydra_config.cfg = None
-    assert isinstance(callback, sweep.OptunaPruning) and not callback.enabled
+    assert isinstance(callback, OptunaPruning) and not callback.enabled
     assert callback.storage == "sqlite:///x.db" and callback.study_name == "train"
 
 
@@ -168,7 +169,7 @@ def test_pruning_callback_reports_to_its_trial_and_prunes(tmp_path: Path) -> Non
     pruner = optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0)
 
     for trial, score, pruned in ((good, 0.95, False), (bad, 0.1, True)):
-        callback = sweep.OptunaPruning(storage, "s", pruner=pruner, overrides=overrides[trial.number])
+        callback = OptunaPruning(storage, "s", pruner=pruner, overrides=overrides[trial.number])
         trainer = fake_trainer(score, epoch=1)
         callback.setup(trainer, None, "fit")
         assert callback.trial is not None and callback.trial.number == trial.number
@@ -186,7 +187,7 @@ def test_pruning_callback_reports_to_its_trial_and_prunes(tmp_path: Path) -> Non
 
 
 def test_pruning_callback_without_storage_is_inert(caplog: pytest.LogCaptureFixture) -> None:
-    callback = sweep.OptunaPruning(storage=None, study_name="s")
+    callback = OptunaPruning(storage=None, study_name="s")
     trainer = fake_trainer(0.0)
     callback.setup(trainer, None, "fit")
     callback.on_validation_end(trainer, None)

@@ -1,6 +1,6 @@
 """portraitseg: Helen face parsing with Lightning + Hydra, and DSLR-style portraits on tensors."""
 
-__version__ = "0.1.0"
+from portraitseg._version import __version__
 
 __all__ = ["PortraitPipeline", "PortraitResult", "__version__"]
 

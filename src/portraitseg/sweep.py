@@ -1,4 +1,4 @@
-"""Hyperparameter sweeps: summarize a Hydra multirun, and prune Optuna trials from inside a run.
+"""Hyperparameter sweeps: summarize a Hydra multirun.
 
 ``python -m portraitseg.sweep summarize <multirun dir>`` reads every run of a sweep (a grid
 ``python train.py -m a=1,2 b=3,4`` or ``hparams_search=optuna``): its overrides
@@ -7,8 +7,8 @@
 by the objective, best first: ``summary.md``, ``summary.csv`` and ``summary.png`` (the objective
 per run) into the multirun directory.
 
-:class:`OptunaPruning` is the Lightning callback behind ``callbacks.optuna_pruning.enabled=true``
-of ``hparams_search=optuna`` (see its docstring for how it finds its trial).
+Pruning Optuna trials from inside a run is :class:`portraitseg.lit.pruning.OptunaPruning`, the
+Lightning callback behind ``callbacks.optuna_pruning.enabled=true`` of ``hparams_search=optuna``.
 """
 
 from __future__ import annotations
@@ -278,19 +278,6 @@ def write_summary(summary: Summary, out_dir: str | Path | None = None) -> dict[s
     csv_path.write_text(to_csv(summary))
     plot(summary, png)
     return {"markdown": md, "csv": csv_path, "plot": png}
-
-
-# --------------------------------------------------------------------------------------------
-# Optuna pruning from inside a Hydra job: portraitseg.lit.pruning, imported on first use so that
-# `summarize` does not pay for importing Lightning
-
-
-def __getattr__(name: str) -> Any:
-    if name in ("OptunaPruning", "find_trial"):
-        from portraitseg.lit import pruning
-
-        return getattr(pruning, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --------------------------------------------------------------------------------------------

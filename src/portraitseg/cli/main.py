@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-from portraitseg import __version__
+from portraitseg._version import __version__
 
 #: subcommand modules under portraitseg.cli
 SUBCOMMANDS = ("render", "export")

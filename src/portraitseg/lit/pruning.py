@@ -1,6 +1,5 @@
 """Optuna pruning from inside a Hydra job: :class:`OptunaPruning`, the Lightning callback behind
-``callbacks.optuna_pruning.enabled=true`` of ``hparams_search=optuna`` (also reachable as
-``portraitseg.sweep.OptunaPruning``)."""
+``callbacks.optuna_pruning.enabled=true`` of ``hparams_search=optuna``."""
 
 from __future__ import annotations
 

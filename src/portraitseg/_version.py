@@ -1,0 +1,3 @@
+"""The package version (read by checkpoints, exported weights and ``portraitseg --version``)."""
+
+__version__ = "0.1.0"
