@@ -20,6 +20,7 @@ face boxes (e.g. a box head on the segmenter's encoder) can take :class:`MTCNN`'
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -29,10 +30,16 @@ from torch import nn
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "mtcnn.pt"
 #: Smallest face found by default (face-box width, photo pixels); smaller faces are left to pass 1.
 MIN_FACE = 24
-#: Score thresholds of the three stages (P-, R-, O-Net): the published defaults.
-THRESHOLDS = (0.6, 0.7, 0.7)
+#: Score thresholds of the three stages (P-, R-, O-Net): the published defaults, but 0.95 for the
+#: last (the published 0.7 lets textures through: gravel scores 0.85; experiments/face_finding).
+THRESHOLDS = (0.6, 0.7, 0.95)
 #: Ratio between the pyramid's scales.
 PYRAMID_FACTOR = 0.709
+#: Pixels of the pyramid's first (largest) level at most: on large photos the smallest face found
+#: grows past ``min_face`` (12 MP: about 42 px) so that the search costs what a 1 MP photo's does.
+MAX_LEVEL_PIXELS = 1_000_000
+#: Candidates per photo kept after P-Net (the best-scoring; textures give thousands).
+MAX_CANDIDATES = 500
 #: MTCNN box -> face box (skin + features): ``(dx, dy, sx, sy)``: the face box's centre is the
 #: MTCNN box's centre + ``(dx * w, dy * h)``, its size ``(sx * w, sy * h)``. Medians over 199
 #: HELEN* train photos (``experiments/face_finding/calibrate.py``).
@@ -156,8 +163,9 @@ class MTCNN(nn.Module):
         self.eval()
 
     def scales(self, height: int, width: int) -> list[float]:
-        """The pyramid: scales from ``12 / min_face`` down until the short side is under 12 px."""
-        scale = 12.0 / self.min_face
+        """The pyramid: scales from ``12 / min_face`` (at most :data:`MAX_LEVEL_PIXELS` pixels)
+        down until the short side is under 12 px."""
+        scale = min(12.0 / self.min_face, math.sqrt(MAX_LEVEL_PIXELS / (height * width)))
         out = []
         while min(height, width) * scale >= 12:
             out.append(scale)
@@ -189,14 +197,20 @@ class MTCNN(nn.Module):
         if not cands:
             return empty
         cand, owner = torch.cat(cands), torch.cat(owners)
-        keep = batched_nms(cand[:, :4], cand[:, 4], owner, 0.7)
+        keep = batched_nms(cand[:, :4], cand[:, 4], owner, 0.7)  # best first
+        rank = torch.zeros_like(keep)
+        for i in range(b):  # the best MAX_CANDIDATES of each photo
+            mine = owner[keep] == i
+            rank[mine] = torch.arange(int(mine.sum()), device=rank.device)
+        keep = keep[rank < MAX_CANDIDATES]
         cand, owner = cand[keep], owner[keep]
+        levels = _levels(image)
         boxes, score = _squares(_refine(cand[:, :4], cand[:, 5:9])), cand[:, 4]
         for net, size, threshold, last in ((self.rnet, 24, self.thresholds[1], False),
                                            (self.onet, 48, self.thresholds[2], True)):
             if len(boxes) == 0:
                 return empty
-            crops = _crop(image, boxes, owner, size)
+            crops = _crop(levels, boxes, owner, size)
             offsets, score = net(normed(crops))
             ok = score > threshold
             boxes, score, owner, offsets = boxes[ok], score[ok], owner[ok], offsets[ok]
@@ -212,13 +226,38 @@ class MTCNN(nn.Module):
         return [torch.cat([boxes[owner == i], score[owner == i, None]], 1) for i in range(b)]
 
 
-def _crop(image: torch.Tensor, boxes: torch.Tensor, owner: torch.Tensor, size: int) -> torch.Tensor:
-    """``(N, 3, size, size)`` crops of ``boxes`` ``(N, 4)`` from the images ``owner`` ``(N,)`` of
-    ``image``, averaging over each output pixel's footprint; outside the photo is black."""
+def _levels(image: torch.Tensor) -> list[tuple[float, torch.Tensor]]:
+    """``(scale, image at that scale)`` for scales 1, 1/4, 1/16 (down to about 64 px): where
+    :func:`_crop` takes large boxes from."""
+    from portraitseg.render.person import resize_tensor
+
+    h, w = image.shape[-2:]
+    out, scale = [(1.0, image)], 0.25
+    while min(h, w) * scale >= 64:
+        out.append((scale, resize_tensor(image, (round(h * scale), round(w * scale)))))
+        scale /= 4
+    return out
+
+
+def _crop(levels: list[tuple[float, torch.Tensor]], boxes: torch.Tensor, owner: torch.Tensor,
+          size: int) -> torch.Tensor:
+    """``(N, 3, size, size)`` crops of ``boxes`` ``(N, 4)`` (photo pixels) from the photos ``owner``
+    ``(N,)``, each from the coarsest of ``levels`` (:func:`_levels`) where it still spans
+    ``2 * size`` pixels, averaging over each output pixel's footprint; outside the photo is black."""
     from torchvision.ops import roi_align
 
-    rois = torch.cat([owner[:, None].to(boxes.dtype), boxes], 1)
-    return roi_align(image, rois, (size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+    side = (boxes[:, 2:] - boxes[:, :2]).amax(1)
+    pick = torch.zeros(len(boxes), dtype=torch.long, device=boxes.device)
+    for i, (scale, _) in enumerate(levels):
+        pick[side * scale >= 2 * size] = i
+    out = boxes.new_zeros(len(boxes), 3, size, size)
+    for i, (scale, img) in enumerate(levels):
+        mine = pick == i
+        if mine.any():
+            rois = torch.cat([owner[mine, None].to(boxes.dtype), boxes[mine]], 1)
+            out[mine] = roi_align(img, rois, (size, size), spatial_scale=scale, sampling_ratio=-1,
+                                  aligned=True)
+    return out
 
 
 def _nms_min(boxes: torch.Tensor, score: torch.Tensor, owner: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -251,7 +290,7 @@ def calibrate_boxes(boxes: torch.Tensor, calibration: tuple[float, float, float,
 
 
 def find_faces(
-    image: torch.Tensor, detector: nn.Module, max_faces: int, *, min_score: float = 0.0,
+    image: torch.Tensor, detector: nn.Module, max_faces: int, *,
     calibration: tuple[float, float, float, float] = BOX_CALIBRATION,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Face boxes of a batch of photos.
@@ -261,7 +300,6 @@ def find_faces(
         detector: ``image -> list of B (N, 5) tensors`` (``x0, y0, x1, y1, score``, photo pixels),
             e.g. :class:`MTCNN`.
         max_faces: ``M``, boxes per photo (the best-scoring ones).
-        min_score: drop detections scoring below it.
         calibration: detector box -> face box, see :func:`calibrate_boxes`.
 
     Returns:
@@ -278,7 +316,6 @@ def find_faces(
     with torch.no_grad():
         found = detector(image)
     for i, det in enumerate(found):
-        det = det[det[:, 4] >= min_score]
         det = det[det[:, 4].argsort(descending=True)][:max_faces]
         boxes[i, : len(det)] = calibrate_boxes(det[:, :4].to(boxes.dtype), calibration)
         scores[i, : len(det)] = det[:, 4].to(scores.dtype)
@@ -288,14 +325,12 @@ def find_faces(
 class FaceFinder(nn.Module):
     """:func:`find_faces` with a stored detector (default: :class:`MTCNN` with ``min_face``)."""
 
-    def __init__(self, detector: nn.Module | None = None, *, min_face: float = MIN_FACE,
-                 min_score: float = 0.0) -> None:
+    def __init__(self, detector: nn.Module | None = None, *, min_face: float = MIN_FACE) -> None:
         super().__init__()
         self.detector = detector if detector is not None else MTCNN(min_face=min_face)
-        self.min_score = float(min_score)
 
     def forward(self, image: torch.Tensor, max_faces: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return find_faces(image, self.detector, max_faces, min_score=self.min_score)
+        return find_faces(image, self.detector, max_faces)
 
 
 __all__ = ["MTCNN", "FaceFinder", "MIN_FACE", "PNet", "calibrate_boxes", "find_faces"]
