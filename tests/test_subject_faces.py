@@ -150,7 +150,8 @@ def test_pipeline_without_faces_and_with_the_parse_finder():
 
 
 @pytest.mark.parametrize("options, match", [
-    ({"faces": "haar"}, "faces='haar'"), ({"min_face": 8}, "min_face=8"), ({"min_face": True}, "min_face=True"),
+    ({"faces": "haar"}, "faces='haar'"), ({"min_face": 8}, "min_face=8"),
+    ({"min_face": True}, "min_face=True"),
 ])
 def test_pipeline_face_options_are_checked(options, match):
     with pytest.raises(PipelineError, match=match):

@@ -313,8 +313,9 @@ def check_destination(path: str | os.PathLike, replace: bool = True) -> None:
             else "a socket" if stat.S_ISSOCK(st.st_mode) else None)
     if kind is not None:
         target = " (through a symbolic link)" if link else ""
+        example = path / f"out{path.suffix}" if kind == "a folder" else Path("out") / path.name
         raise OutputError(f"{path}: is {kind}{target}, not a file; give the path of a file to write, "
-                          f"e.g. {path / 'out' if kind == 'a folder' else 'out/' + path.name}")
+                          f"e.g. {example}")
     if not replace:
         what = "a symbolic link to a file" if link else "a file"
         raise OutputError(f"{path}: {what} already exists; choose another output path (it is not "
@@ -471,6 +472,25 @@ def encode_image(
     buf = io.BytesIO()
     img.save(buf, format=fmt, **kwargs)
     return buf.getvalue()
+
+
+def write_torch(path: str | os.PathLike, obj: Any, replace: bool = True) -> Path:
+    """``torch.save(obj)`` through :func:`atomic_write` (serialized in memory first, then written,
+    size-checked and checked to be a complete zip archive, as torch files are). PyTorch is
+    imported here, on first use, so that this module stays free of it."""
+    import torch
+
+    check_destination(path, replace)
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return atomic_write(path, buf.getbuffer(), replace=replace, check=_check_zip)
+
+
+def _check_zip(path: Path, data: bytes | memoryview) -> None:
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        raise ValueError("not a complete torch (zip) file")
 
 
 def output_notes(photo: Photo, path: str | os.PathLike) -> list[str]:

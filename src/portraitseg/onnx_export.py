@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from collections.abc import Sequence
@@ -13,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from portraitseg.io import atomic_write, check_destination
+from portraitseg.models.segmenter import Segmenter
 from portraitseg.onnx_contract import (
     DEFAULT_OPSET,
     DEFAULT_TRACE_SIZE,
@@ -22,7 +25,6 @@ from portraitseg.onnx_contract import (
     OUTPUT_NAME,
     PERSON_NAME,
 )
-from portraitseg.models.segmenter import Segmenter
 
 
 class OnnxSegmenter(nn.Module):
@@ -84,43 +86,38 @@ def export_onnx(
     if min(h, w) < segmenter.stride:
         raise ValueError(f"image size {h}x{w}: each side must be >= the model stride {segmenter.stride}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    check_destination(path)  # a folder, device or FIFO is refused before tracing
     model = OnnxSegmenter(segmenter.eval()).eval()
     example = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
     axes = {0: "batch", 2: "height", 3: "width"}
     outputs = [OUTPUT_NAME, PERSON_NAME] if segmenter.person_head else [OUTPUT_NAME]
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
-            warnings.filterwarnings("ignore", message=".*will be removed.*")
-            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-            torch.onnx.export(
-                model, (example,), str(tmp), dynamo=False, opset_version=opset,
-                input_names=[INPUT_NAME], output_names=outputs,
-                dynamic_axes={name: axes for name in (INPUT_NAME, *outputs)}, do_constant_folding=True,
-            )
-        proto = onnx.load(str(tmp))
-        for output, channels in zip(proto.graph.output, (segmenter.classes, 1), strict=False):
-            output.type.tensor_type.shape.dim[1].dim_value = channels  # traced as symbolic
-        props = {
-            "portraitseg.input": "image: float32 (B, 3, H, W) RGB in [0, 1]; H, W >= stride",
-            "portraitseg.output": "logits: float32 (B, K, H, W); softmax over K gives class probabilities",
-            "portraitseg.stride": str(segmenter.stride),
-            "portraitseg.classes": str(segmenter.classes),
-            "portraitseg.person_head": str(int(segmenter.person_head)),
-            **(metadata or {}),
-        }
-        for key, value in props.items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = key, str(value)
-        proto.doc_string = "portraitseg segmenter; see portraitseg.onnx_infer"
-        onnx.checker.check_model(proto)
-        onnx.save(proto, str(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    traced = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+        warnings.filterwarnings("ignore", message=".*will be removed.*")
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        torch.onnx.export(
+            model, (example,), traced, dynamo=False, opset_version=opset,
+            input_names=[INPUT_NAME], output_names=outputs,
+            dynamic_axes={name: axes for name in (INPUT_NAME, *outputs)}, do_constant_folding=True,
+        )
+    proto = onnx.load_from_string(traced.getvalue())
+    for output, channels in zip(proto.graph.output, (segmenter.classes, 1), strict=False):
+        output.type.tensor_type.shape.dim[1].dim_value = channels  # traced as symbolic
+    props = {
+        "portraitseg.input": "image: float32 (B, 3, H, W) RGB in [0, 1]; H, W >= stride",
+        "portraitseg.output": "logits: float32 (B, K, H, W); softmax over K gives class probabilities",
+        "portraitseg.stride": str(segmenter.stride),
+        "portraitseg.classes": str(segmenter.classes),
+        "portraitseg.person_head": str(int(segmenter.person_head)),
+        **(metadata or {}),
+    }
+    for key, value in props.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, str(value)
+    proto.doc_string = "portraitseg segmenter; see portraitseg.onnx_infer"
+    onnx.checker.check_model(proto)
+    atomic_write(path, proto.SerializeToString())
     return path
 
 

@@ -23,7 +23,6 @@ import importlib
 import importlib.util
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from portraitseg.cli.args import int_in
@@ -81,15 +80,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """``portraitseg export``; returns the exit status (2: bad arguments or model file)."""
-    from portraitseg.io import InputError, check_output_not_input
+    from portraitseg.io import InputError, check_destination, check_output_not_input
     from portraitseg.models.checkpoint import load_segmenter, resolve_model_path
 
     try:
         ckpt = resolve_model_path(args.ckpt)
         check_output_not_input(args.onnx, "--onnx", {"--ckpt": ckpt})
-        if Path(args.onnx).is_dir():
-            raise InputError(f"--onnx {args.onnx} is a folder; give the .onnx file to write, e.g. "
-                             f"{Path(args.onnx) / 'model.onnx'}")
+        check_destination(args.onnx)  # a folder, device node or FIFO is refused
         if importlib.util.find_spec("onnx") is None:
             raise InputError(MISSING_ONNX)
         segmenter, info = load_segmenter(ckpt)

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from portraitseg.cli import config_dir
 from portraitseg.cli.extras import ExtrasError, apply_extras
 from portraitseg.data.layouts import DatasetNotFoundError
-from portraitseg.io import InputError
+from portraitseg.io import InputError, atomic_write
 
 if TYPE_CHECKING:  # imported when a run starts, so `train.py --help` and config errors are quick
     import lightning as L
@@ -210,10 +210,7 @@ def _write_metrics_json(
         "world_size": trainer.world_size,
         "metrics": {k: _finite(v) for k, v in sorted(metrics.items())},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, (json.dumps(payload, indent=1) + "\n").encode("utf-8"))
 
 
 # --------------------------------------------------------------------------------------------

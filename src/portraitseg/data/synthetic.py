@@ -45,7 +45,7 @@ import numpy as np
 from PIL import Image
 
 from portraitseg.classes import CLASS_NAMES, NUM_CLASSES
-from portraitseg.io import sha256_file
+from portraitseg.io import atomic_write, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -618,13 +618,6 @@ def _png_bytes(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def read_manifest(root: str | os.PathLike) -> dict | None:
     """The generator manifest of ``root``, or ``None`` if there is none (or it is unreadable)."""
     path = Path(root) / MANIFEST_NAME
@@ -730,7 +723,7 @@ def generate(root: str | os.PathLike = DEFAULT_ROOT, n: int = 64, seed: int = 0,
     # be resumed or replaced without mistaking our own files for a user's.
     pending = {"generator": _GENERATOR, "version": GENERATOR_VERSION, "params": params,
                "complete": False, "files": {p: None for p in sorted(ours | set(new_paths))}}
-    _write_atomic(root / MANIFEST_NAME, json.dumps(pending, indent=1).encode())
+    atomic_write(root / MANIFEST_NAME, json.dumps(pending, indent=1).encode())
     for stale in sorted(ours - set(new_paths)):
         (root / stale).unlink(missing_ok=True)
 
@@ -742,13 +735,13 @@ def generate(root: str | os.PathLike = DEFAULT_ROOT, n: int = 64, seed: int = 0,
             for key, array in (("image", sample.image), ("label", sample.label),
                                ("background", sample.background),
                                ("foreground", sample.foreground)):
-                data = _png_bytes(array)
-                _write_atomic(root / files[key], data)
+                data = _png_bytes(array)  # not fsynced one by one (12 ms each): os.sync below
+                atomic_write(root / files[key], data, durable=False)
                 digests[files[key]] = hashlib.sha256(data).hexdigest()
             bar.advance(task)
     for split, ids in _split(params["n"], test_fraction).items():
         lines = "".join(f"{plan[i]['image']} {plan[i]['label']}\n" for i in ids).encode()
-        _write_atomic(root / f"{split}.txt", lines)
+        atomic_write(root / f"{split}.txt", lines)
         digests[f"{split}.txt"] = hashlib.sha256(lines).hexdigest()
 
     manifest = {"generator": _GENERATOR, "version": GENERATOR_VERSION, "params": params,
@@ -756,7 +749,9 @@ def generate(root: str | os.PathLike = DEFAULT_ROOT, n: int = 64, seed: int = 0,
                 "splits": {k: [_sample_id(i) for i in v]
                            for k, v in _split(params["n"], test_fraction).items()},
                 "files": dict(sorted(digests.items()))}
-    _write_atomic(root / MANIFEST_NAME, json.dumps(manifest, indent=1).encode())
+    if hasattr(os, "sync"):
+        os.sync()  # every sample on disk before the manifest says the set is complete
+    atomic_write(root / MANIFEST_NAME, json.dumps(manifest, indent=1).encode())
     log.info("generated %d synthetic portraits (%dx%d) in %s in %.1f s", params["n"],
              *params["size"], root, time.perf_counter() - t0)
     return root

@@ -36,6 +36,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch.utils.data import DataLoader, RandomSampler
 
+from portraitseg.io import write_torch
 from portraitseg.models.checkpoint import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -49,30 +50,17 @@ RESUME_KEYS = ("state_dict", "optimizer_states", "lr_schedulers", "loops", "epoc
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save(obj, path)`` that never leaves a partial file at ``path``.
-
-    The bytes go to ``.<name>.<pid>.tmp`` in the same directory (so the final rename cannot
-    cross file systems), are flushed and fsynced, then ``os.replace``-d over ``path`` and the
-    directory entry is fsynced. If anything fails (or the process is killed) before the rename,
-    ``path`` still holds its previous content.
+    """``torch.save(obj, path)`` that never leaves a partial file at ``path``: the project's one
+    writer (:func:`portraitseg.io.write_torch`: temporary file in the same folder, fsync, size
+    and zip check, rename, folder fsync); then the temporaries of killed writers are removed.
+    If anything fails (or the process is killed) before the rename, ``path`` still holds its
+    previous content.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    path = write_torch(path, obj)
     remove_stale_temporaries(path.parent)
 
 
-#: our temporary files: ``.<name>.<pid>.tmp`` (:func:`atomic_torch_save`, weights and ONNX exports)
+#: our temporary files: ``.<name>[.<token>].<pid>.tmp`` (:mod:`portraitseg.io`'s writer)
 _TEMPORARY = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.tmp")
 
 
@@ -90,19 +78,6 @@ def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. Windows: directories cannot be opened
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _pid_alive(pid: str) -> bool:

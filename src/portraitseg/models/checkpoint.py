@@ -33,7 +33,15 @@ import torch
 
 from portraitseg._version import __version__
 from portraitseg.classes import CLASS_NAMES, NUM_CLASSES
-from portraitseg.io import InputError, check_output_not_input, sha256_file
+from portraitseg.io import (
+    InputError,
+    WriteError,
+    atomic_write,
+    check_destination,
+    check_output_not_input,
+    sha256_file,
+    write_torch,
+)
 from portraitseg.models.registry import create_model
 from portraitseg.models.segmenter import Segmenter
 
@@ -304,6 +312,7 @@ def export_weights(
     """
     ckpt_path, out_path = Path(ckpt_path), Path(out_path)
     check_output_not_input(out_path, "out_path", {"ckpt_path": ckpt_path})
+    check_destination(out_path)  # a folder, device or FIFO is refused before any work
     if not dtype.is_floating_point:
         raise ValueError(f"dtype must be a floating type, got {dtype}")
     stored = read_model_file(ckpt_path)
@@ -330,19 +339,7 @@ def export_weights(
             "torch_version": torch.__version__.split("+")[0],
         },
     }
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, out_path)
-    except RuntimeError as err:  # torch's writer reports an unwritable path as a RuntimeError
-        tmp.unlink(missing_ok=True)
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise OSError(f"cannot be written ({first})") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return out_path
+    return write_torch(out_path, payload)
 
 
 def default_model_path() -> Path | None:
@@ -435,17 +432,21 @@ def main(argv: list[str] | None = None) -> int:
         if args.card:
             check_output_not_input(args.card, "--card", {"--ckpt": args.ckpt, "--metrics": args.metrics,
                                                          "--out": args.out})
+            check_destination(args.card)
         if args.metrics:
             metrics = _read_metrics(args.metrics)
         out = export_weights(args.ckpt, args.out, getattr(torch, args.dtype), metrics)
         _, info = load_segmenter(out)
         print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
         if args.card:
-            args.card.write_text(model_card(info, out))
+            atomic_write(args.card, model_card(info, out).encode("utf-8"))
             print(f"wrote {args.card}")
     except (FileNotFoundError, InputError, KeyError, ValueError) as err:  # CheckpointError: InputError
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except WriteError as err:  # names the file; nothing was left under it
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except OSError as err:
         print(f"error: {err.filename or args.out}: {err.strerror or err}", file=sys.stderr)
         return 2

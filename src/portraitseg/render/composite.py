@@ -270,8 +270,10 @@ def composite_halo_free(
 
     With ``estimate`` (default) the subject's colours come from :func:`estimate_foreground` and
     are removed from the background as ``I - a F``; otherwise the photo itself is the foreground.
+    ``sigma = 0`` (no blur) returns the image unchanged: the background is the photo, so is the
+    foreground.
     """
-    foreground = estimate_foreground(image, alpha, method=method) if estimate else None
+    foreground = estimate_foreground(image, alpha, method=method) if estimate and sigma > 0 else None
     background = halo_free_background(
         image, alpha, sigma, kernel=kernel, method=method, eps=eps, foreground=foreground
     )

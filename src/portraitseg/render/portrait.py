@@ -213,7 +213,8 @@ def render_portrait(
         a = refine_alpha(a, x, radius, eps=refine_eps)
     a = feather_alpha(a, feather * short, method)
 
-    foreground = estimate_foreground(x, a, method=method) if mode == "halo_free" else x
+    # without blur the background is the photo, and so is the foreground (no estimate leaks in)
+    foreground = estimate_foreground(x, a, method=method) if mode == "halo_free" and sigma_px > 0 else x
     background = graded_background(
         x,
         a,
