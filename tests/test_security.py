@@ -165,3 +165,94 @@ def test_no_secret_from_the_environment_lands_in_outputs(tmp_path):
     printed = proc.stdout + proc.stderr
     leaks += [("stdout/stderr", name) for name, value in SECRETS.items() if value in printed]
     assert not leaks, f"secrets found in outputs: {leaks}"
+
+
+# --------------------------------------------------------------------------------------------
+# render presets: a name, never a path; a preset builds the renderer and nothing else
+
+
+def _hostile_yaml(folder: Path, marker: Path, name: str = "evil") -> Path:
+    """A YAML whose ``_target_`` creates ``marker`` when instantiated (stands for any code)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.yaml"
+    path.write_text(f"_target_: builtins.open\nfile: {marker}\nmode: w\n")
+    return path
+
+
+def test_hostile_preset_really_runs_when_instantiated(tmp_path):
+    """Positive control: instantiating the YAML creates the marker, so the refusals below mean something."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    marker = tmp_path / "control"
+    instantiate(OmegaConf.load(_hostile_yaml(tmp_path, marker))).close()
+    assert marker.exists()
+
+
+def _hostile_names(tmp_path: Path, marker: Path) -> list[object]:
+    yaml = _hostile_yaml(tmp_path / "elsewhere", marker)
+    from portraitseg.presets import presets_dir
+
+    relative = os.path.relpath(yaml.with_suffix(""), presets_dir())
+    return [str(yaml), str(yaml.with_suffix("")), relative, relative + ".yaml", "~/evil", "disc.yaml",
+            "disc/", "./disc", " disc", "disc\n", "", "d!sc", None, 3]
+
+
+def test_render_preset_refuses_paths_and_odd_names(tmp_path):
+    from portraitseg.pipeline import PipelineError, render_preset
+
+    marker = tmp_path / "pwned"
+    for name in _hostile_names(tmp_path, marker):
+        with pytest.raises(PipelineError, match="not a preset name|no such preset") as info:
+            render_preset(name)
+        assert "disc, gaussian, halo_free" in str(info.value)  # names the choices
+    assert not marker.exists()
+
+
+def test_render_cli_refuses_preset_paths(tmp_path, capsys):
+    from portraitseg.cli.main import main
+
+    marker = tmp_path / "pwned"
+    photo = tmp_path / "p.png"
+    photo.write_bytes(b"not read: the preset is refused first")
+    for name in _hostile_names(tmp_path, marker)[:4]:
+        with pytest.raises(SystemExit) as info:
+            main(["render", str(photo), "--render", name, "-o", str(tmp_path / "out")])
+        assert info.value.code == 2
+        err = capsys.readouterr().err
+        assert "--render: invalid choice" in err and "Traceback" not in err
+    assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+def test_from_pretrained_refuses_preset_paths(tmp_path):
+    from portraitseg.models.checkpoint import default_model_path
+    from portraitseg.pipeline import PipelineError, PortraitPipeline
+
+    if default_model_path() is None:
+        pytest.skip("no bundled default model in this checkout")
+    marker = tmp_path / "pwned"
+    yaml = _hostile_yaml(tmp_path, marker)
+    for name in (str(yaml), str(yaml.with_suffix(""))):
+        with pytest.raises(PipelineError, match="not a preset name"):
+            PortraitPipeline.from_pretrained("default", render=name, device="cpu")
+    assert not marker.exists()
+
+
+def test_a_preset_can_only_build_the_renderer(tmp_path, monkeypatch):
+    """Even a file inside the presets folder, or an override, cannot name another constructor."""
+    from portraitseg.pipeline import PipelineError, render_preset
+
+    marker = tmp_path / "pwned"
+    folder = tmp_path / "render"
+    _hostile_yaml(folder, marker)
+    (folder / "odd name.yaml").write_text("_target_: portraitseg.render.PortraitRenderer\n")
+    monkeypatch.setattr("portraitseg.presets.presets_dir", lambda: folder)
+    from portraitseg.presets import preset_names
+
+    assert preset_names() == ["evil"]  # file names that are not preset names are not listed
+    with pytest.raises(PipelineError, match="_target_ 'builtins.open' is not allowed"):
+        render_preset("evil")
+    monkeypatch.undo()
+    with pytest.raises(PipelineError, match="is not allowed"):
+        render_preset("disc", _target_="builtins.open", file=str(marker), mode="w")
+    assert not marker.exists()

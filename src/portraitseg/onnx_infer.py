@@ -188,16 +188,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {model}: no such ONNX model file (write one with `portraitseg export --ckpt ... "
               "--onnx model.onnx`)", file=sys.stderr)
         return 2
+    try:  # the project's reader: EXIF, size limit, colour profile, transparency; named errors
+        photo = read_photo(src)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     try:
         portrait = OnnxPortrait(model)
     except Exception as err:  # noqa: BLE001 - onnxruntime's error types (InvalidProtobuf, ...) are not public
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"error: {model}: not an ONNX model onnxruntime can load ({first})", file=sys.stderr)
-        return 2
-    try:
-        photo = read_photo(src)
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
         return 2
     for note in photo.notes + output_notes(photo, dst):
         print(f"note: {src}: {note}", file=sys.stderr)

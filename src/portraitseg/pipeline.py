@@ -575,10 +575,10 @@ def render_preset(name: str, **overrides: Any) -> nn.Module:
 
     try:
         options = load_preset(name)
+        options.update(overrides)
+        return build_renderer(options, f"render preset {name!r}")
     except PresetError as err:
         raise PipelineError(str(err)) from None
-    options.update(overrides)
-    return build_renderer(options, f"render preset {name!r}")
 
 
 # --------------------------------------------------------------------------------------------
