@@ -146,6 +146,192 @@ def test_failed_render_leaves_no_placeholder(tmp_path, capsys):
     assert bad.read_bytes() == b"not an image"
 
 
+# ------------------------------------------------------------------------------ a photo that fails
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained tiny segmenter as a weights file (plumbing only: what it segments is moot)."""
+    import torch
+
+    from portraitseg.classes import NUM_CLASSES
+    from portraitseg.models import create_model
+
+    root = tmp_path_factory.mktemp("model")
+    torch.manual_seed(0)
+    config = {"_target_": "portraitseg.models.create_model", "arch": "fcn",
+              "encoder_name": "tu-mobilenetv3_small_050", "encoder_weights": None, "classes": NUM_CLASSES}
+    net = create_model(**{k: v for k, v in config.items() if k != "_target_"})
+    torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
+                "pytorch-lightning_version": "2.5.0", "hyper_parameters": {"net": config},
+                "datamodule_hyper_parameters": {"image_size": 64}, "epoch": 0, "global_step": 1},
+               root / "last.ckpt")
+    return checkpoint.export_weights(root / "last.ckpt", root / "model.pt")
+
+
+def _photos(folder: Path, n: int) -> list[Path]:
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        rgb = np.random.default_rng(i).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+        paths.append(folder / f"p{i}.png")
+        Image.fromarray(rgb).save(paths[-1])
+    return paths
+
+
+def _render(model: Path, out: Path, *inputs: Path) -> int:
+    return cli_main(["render", *map(str, inputs), "--ckpt", str(model), "-o", str(out), "--stages",
+                     "--save-alpha", "--subject", "face", "--render", "gaussian", "--device", "cpu"])
+
+
+def _listing(out: Path) -> list[str]:
+    return sorted(p.name for p in out.iterdir()) if out.exists() else []
+
+
+def test_full_disk_mid_photo_keeps_no_part_of_it(tmp_path, tiny_model, monkeypatch, capsys):
+    """The disk fills up while the stages figure is written: the photo fails (one error line naming
+    the file), and neither its portrait nor its matte stays without the figure; no placeholder."""
+    import portraitseg.io as pio
+
+    real = pio._write_all
+
+    def full_on_figures(fd: int, data) -> None:
+        if bytes(memoryview(data)[:3]) == b"\xff\xd8\xff":  # the JPEG stages figure
+            raise OSError(28, "No space left on device")
+        real(fd, data)
+
+    monkeypatch.setattr(pio, "_write_all", full_on_figures)
+    (photo,) = _photos(tmp_path / "in", 1)
+    out = tmp_path / "out"
+    assert _render(tiny_model, out, photo) == 1
+    err = capsys.readouterr().err
+    assert "p0_stages.jpg: could not be written (the disk is full" in err and "Traceback" not in err
+    assert _listing(out) == []
+
+
+def test_out_of_memory_photo_leaves_no_placeholder(tmp_path, tiny_model, monkeypatch, capsys):
+    """A photo that runs out of memory (a decompression bomb let through by a raised --max-pixels)
+    fails alone: no 0-byte file under its names, the next photo is rendered."""
+    import portraitseg.io as pio
+
+    real = pio._open
+
+    def bomb(path, max_pixels):
+        if Path(path).name == "p0.png":
+            raise MemoryError
+        return real(path, max_pixels)
+
+    monkeypatch.setattr(pio, "_open", bomb)
+    first, second = _photos(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    assert _render(tiny_model, out, first, second) == 1
+    assert "out of memory" in capsys.readouterr().err
+    assert _listing(out) == ["p1_alpha.png", "p1_portrait.png", "p1_stages.jpg"]
+    assert all((out / name).stat().st_size > 0 for name in _listing(out))
+
+
+def test_interrupted_run_leaves_only_complete_photos(tmp_path, tiny_model, monkeypatch, capsys):
+    import portraitseg.io as pio
+
+    real = pio._open
+
+    def interrupt(path, max_pixels):
+        if Path(path).name == "p1.png":
+            raise KeyboardInterrupt
+        return real(path, max_pixels)
+
+    monkeypatch.setattr(pio, "_open", interrupt)
+    out = tmp_path / "out"
+    assert _render(tiny_model, out, *_photos(tmp_path / "in", 3)) == 130
+    assert _listing(out) == ["p0_alpha.png", "p0_portrait.png", "p0_stages.jpg"]
+
+
+def test_rerun_after_a_killed_run_reuses_its_empty_names(tmp_path, tiny_model, capsys):
+    """A killed run (SIGKILL: no cleanup) left its empty placeholders; nobody holds them, so the
+    re-run writes the plain names, not ``_1``. A live run's placeholder is never taken."""
+    (photo,) = _photos(tmp_path / "in", 1)
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("p0_portrait.png", "p0_stages.jpg", "p0_alpha.png"):
+        (out / name).touch()
+    assert _render(tiny_model, out, photo) == 0
+    assert _listing(out) == ["p0_alpha.png", "p0_portrait.png", "p0_stages.jpg"]
+    assert all((out / name).stat().st_size > 0 for name in _listing(out))
+
+    live = tmp_path / "live"
+    live.mkdir()
+    other = OutputNamer([photo], overwrite=False)  # another run holding its placeholders
+    held, _ = other(photo, live, stages=True)
+    assert _render(tiny_model, live, photo) == 0
+    assert held.stat().st_size == 0 and (live / "p0_portrait_1.png").stat().st_size > 0
+    other.release()
+    assert not held.exists()
+
+
+# ------------------------------------------------------------------------------ ONNX runner
+
+
+def _jpeg(path: Path) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.mark.parametrize("alias", ["same", "dotted", "symlink", "hardlink"])
+def test_onnx_runner_never_writes_over_its_input(tmp_path, alias, capsys):
+    from portraitseg.onnx_infer import main as onnx_main
+
+    photo = _jpeg(tmp_path / "photo.jpg")
+    before = digest(photo)
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"not read: the output is checked first")
+    assert onnx_main([str(model), str(photo), str(aliases(photo)[alias])]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "same file as INPUT_IMAGE" in err and "Traceback" not in err
+    assert digest(photo) == before
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "no such file"), (b"", "empty file"), (b"GIF89a not really", "not an image"),
+    ("truncated", "corrupt or truncated"), ("bomb", "exceeds the limit"), ("folder", "no such file"),
+])
+def test_onnx_runner_bad_input_is_one_error_line(tmp_path, capsys, content, message):
+    """The runner reads through portraitseg.io (named errors, the pixel limit), not OpenCV's
+    tracebacks: one ``error:`` line naming the file, exit 2, nothing written."""
+    import struct
+    import zlib
+
+    from portraitseg.onnx_infer import main as onnx_main
+
+    src = tmp_path / "in.png"
+    if content == "truncated":
+        src.write_bytes(_jpeg(tmp_path / "whole.png").read_bytes()[:300])
+    elif content == "bomb":  # a tiny PNG whose header claims 60000 x 60000 pixels
+        def chunk(tag: bytes, data: bytes) -> bytes:
+            return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+        ihdr = struct.pack(">IIBBBBB", 60_000, 60_000, 8, 2, 0, 0, 0)
+        src.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+                        + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    elif content == "folder":
+        src.mkdir()
+    elif content is not None:
+        src.write_bytes(content)
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"not read: the photo is read first")
+    out = tmp_path / "out.png"
+    assert onnx_main([str(model), str(src), str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {src}") and message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not out.exists()
+
+
 # ------------------------------------------------------------------------------ download
 
 
