@@ -483,10 +483,12 @@ def write_torch(path: str | os.PathLike, obj: Any, replace: bool = True) -> Path
     check_destination(path, replace)
     buf = io.BytesIO()
     torch.save(obj, buf)
-    return atomic_write(path, buf.getbuffer(), replace=replace, check=_check_zip)
+    return atomic_write(path, buf.getbuffer(), replace=replace, check=check_zip)
 
 
-def _check_zip(path: Path, data: bytes | memoryview) -> None:
+def check_zip(path: Path, data: bytes | memoryview) -> None:
+    """Verify a written torch or TorchScript file cheaply: a complete zip archive (its central
+    directory at the end). Raises ValueError otherwise."""
     import zipfile
 
     if not zipfile.is_zipfile(path):

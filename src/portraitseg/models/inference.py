@@ -19,6 +19,7 @@ size (checked against the full model at 256 and 320x192 px when written, and by 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
@@ -30,7 +31,14 @@ import torch
 from torch import nn
 
 from portraitseg._version import __version__
-from portraitseg.io import InputError, check_output_not_input, sha256_file
+from portraitseg.io import (
+    InputError,
+    atomic_write,
+    check_destination,
+    check_output_not_input,
+    check_zip,
+    sha256_file,
+)
 from portraitseg.models.segmenter import Segmenter
 
 #: suffix of the artifact beside a weights file
@@ -76,6 +84,7 @@ def write_artifact(weights: str | os.PathLike, out: str | os.PathLike | None = N
     weights = Path(weights)
     out = artifact_path(weights) if out is None else Path(out)
     check_output_not_input(out, "--out", {"WEIGHTS": weights})
+    check_destination(out)  # a folder, device or FIFO is refused before tracing
     segmenter, info = load_segmenter(weights)
     size = info.get("image_size")
     side = int(max(size) if isinstance(size, (list, tuple)) and size else size or CHECK_SIZES[0][0])
@@ -98,15 +107,11 @@ def write_artifact(weights: str | os.PathLike, out: str | os.PathLike | None = N
                       "mean": segmenter.mean.flatten().tolist(), "std": segmenter.std.flatten().tolist()},
         "info": {k: v for k, v in info.items() if k != "path"},
     }
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        with warnings.catch_warnings():  # torch.jit.save's deprecation notice
-            warnings.simplefilter("ignore", FutureWarning)
-            torch.jit.save(_compact(script), str(tmp), _extra_files={META_NAME: json.dumps(meta)})
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
+    buf = io.BytesIO()
+    with warnings.catch_warnings():  # torch.jit.save's deprecation notice
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(_compact(script), buf, _extra_files={META_NAME: json.dumps(meta)})
+    return atomic_write(out, buf.getbuffer(), check=check_zip)  # the one writer: verified, atomic
 
 
 def _compact(script: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
