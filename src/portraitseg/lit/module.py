@@ -11,9 +11,9 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from PIL import Image
 
 from portraitseg.classes import NUM_CLASSES, flip_logits
+from portraitseg.io import write_image
 from portraitseg.lit.losses import parse_loss, person_loss
 from portraitseg.lit.metrics import HelenMetrics, PersonMetrics
 from portraitseg.lit.schedules import warmup_schedule
@@ -264,9 +264,7 @@ class SegmentationModule(L.LightningModule):
             portraits, _ = render_parse(self.renderer, batch["image"], batch["probs"], batch["person"],
                                         self.renderer.subject)
         grid = prediction_grid(batch["image"], batch["mask"], batch["pred"], portraits, batch["person"])
-        out = Path(log_dir) / "images"
-        out.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(grid).save(out / f"val_epoch{self.current_epoch:03d}.png")
+        write_image(Path(log_dir) / "images" / f"val_epoch{self.current_epoch:03d}.png", grid)
         for logger in self.loggers:
             experiment = getattr(logger, "experiment", None)
             if hasattr(experiment, "add_image"):  # TensorBoard
