@@ -71,3 +71,25 @@ def tiny_helenstar(tmp_path: Path) -> Path:
             lines.append(f"{img} {lbl}")
         (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A weights export of an untrained tiny Helen segmenter (FCN on MobileNetV3-small-0.5,
+    0.46 M parameters, trained size 64), for plumbing tests where what it segments is moot."""
+    import torch
+
+    from portraitseg.classes import NUM_CLASSES
+    from portraitseg.models import create_model
+    from portraitseg.models.checkpoint import export_weights
+
+    root = tmp_path_factory.mktemp("tiny_weights")
+    torch.manual_seed(0)
+    config = {"_target_": "portraitseg.models.create_model", "arch": "fcn",
+              "encoder_name": "tu-mobilenetv3_small_050", "encoder_weights": None, "classes": NUM_CLASSES}
+    net = create_model(**{k: v for k, v in config.items() if k != "_target_"})
+    torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
+                "pytorch-lightning_version": "2.5.0", "hyper_parameters": {"net": config},
+                "datamodule_hyper_parameters": {"image_size": 64}, "epoch": 0, "global_step": 1},
+               root / "last.ckpt")
+    return export_weights(root / "last.ckpt", root / "model.pt")

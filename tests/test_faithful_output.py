@@ -12,7 +12,6 @@ import pytest
 import torch
 from PIL import Image, ImageCms
 
-from portraitseg.classes import NUM_CLASSES
 from portraitseg.cli.main import main as cli_main
 from portraitseg.io import (
     TRANSPARENT_BACKGROUND,
@@ -20,8 +19,6 @@ from portraitseg.io import (
     read_photo,
     write_image,
 )
-from portraitseg.models import create_model
-from portraitseg.models.checkpoint import export_weights
 from portraitseg.pipeline import PortraitPipeline, render_preset
 from portraitseg.presets import preset_names
 from portraitseg.render import render_portrait
@@ -52,27 +49,12 @@ def transparent_rgba(h: int = 48, w: int = 64) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An untrained tiny segmenter (what it segments is moot here)."""
-    root = tmp_path_factory.mktemp("model")
-    torch.manual_seed(0)
-    config = {"_target_": "portraitseg.models.create_model", "arch": "fcn",
-              "encoder_name": "tu-mobilenetv3_small_050", "encoder_weights": None, "classes": NUM_CLASSES}
-    net = create_model(**{k: v for k, v in config.items() if k != "_target_"})
-    torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
-                "pytorch-lightning_version": "2.5.0", "hyper_parameters": {"net": config},
-                "datamodule_hyper_parameters": {"image_size": 64}, "epoch": 0, "global_step": 1},
-               root / "last.ckpt")
-    return export_weights(root / "last.ckpt", root / "model.pt")
-
-
-@pytest.fixture(scope="module")
-def onnx_model(model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def onnx_model(tiny_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("onnxruntime")
     from portraitseg.models.checkpoint import load_segmenter
     from portraitseg.onnx_export import export_onnx
 
-    net, _ = load_segmenter(model)
+    net, _ = load_segmenter(tiny_weights)
     return export_onnx(net, tmp_path_factory.mktemp("onnx") / "m.onnx", image_size=(64, 64))
 
 
@@ -101,11 +83,11 @@ def test_no_profile_stays_no_profile(tmp_path):
 
 
 @pytest.mark.parametrize("fmt", [".jpg", ".png"])
-def test_render_cli_keeps_the_profile(tmp_path, model, capsys, fmt):
+def test_render_cli_keeps_the_profile(tmp_path, tiny_weights, capsys, fmt):
     src = tmp_path / f"p3{fmt}"
     Image.fromarray(noise()).save(src, icc_profile=PROFILE)
     out = tmp_path / "out"
-    assert render(model, out, src, "--stages", "--save-alpha") == 0
+    assert render(tiny_weights, out, src, "--stages", "--save-alpha") == 0
     assert profile_of(out / f"p3_portrait{fmt}") == PROFILE
     assert profile_of(out / "p3_stages.jpg") == PROFILE  # its panels are the photo's pixels too
     assert profile_of(out / "p3_alpha.png") is None  # a matte is data, not colour
@@ -167,10 +149,10 @@ def test_opaque_rgba_has_no_alpha(tmp_path):
 
 @pytest.mark.parametrize("name, suffix", [("rgba", ".png"), ("palette", ".png"), ("webp", ".webp"),
                                           ("gif", ".png")])
-def test_render_cli_portrait_keeps_the_photos_alpha(tmp_path, model, capsys, name, suffix):
+def test_render_cli_portrait_keeps_the_photos_alpha(tmp_path, tiny_weights, capsys, name, suffix):
     src = _transparent_inputs(tmp_path / "in")[name]
     out = tmp_path / "out"
-    assert render(model, out, src, "--render", "gaussian") == 0
+    assert render(tiny_weights, out, src, "--render", "gaussian") == 0
     err = capsys.readouterr().err
     assert "has transparent pixels: rendered composited on white; the output keeps the photo's alpha" in err
     portrait = out / f"{src.stem}_portrait{suffix}"
@@ -215,18 +197,18 @@ def test_blur_does_change_the_photo(preset):
 
 
 @pytest.mark.parametrize("preset", preset_names())
-def test_strength_zero_render_cli_writes_the_photos_pixels(tmp_path, model, capsys, preset):
+def test_strength_zero_render_cli_writes_the_photos_pixels(tmp_path, tiny_weights, capsys, preset):
     src = tmp_path / "photo.png"
     Image.fromarray(noise()).save(src)
     out = tmp_path / "out"
-    assert render(model, out, src, "--render", preset, "--strength", "0") == 0
+    assert render(tiny_weights, out, src, "--render", preset, "--strength", "0") == 0
     np.testing.assert_array_equal(read_image(out / "photo_portrait.png"), read_image(src))
 
 
-def test_pipeline_fast_and_reference_agree_at_strength_zero(model):
+def test_pipeline_fast_and_reference_agree_at_strength_zero(tiny_weights):
     image = torch.from_numpy(noise()).permute(2, 0, 1)[None]
     for fast in (True, False):
-        pipe = PortraitPipeline.from_pretrained(model, render="disc", device="cpu", fast=fast,
+        pipe = PortraitPipeline.from_pretrained(tiny_weights, render="disc", device="cpu", fast=fast,
                                                 render_options={"strength": 0.0, "sigma": None})
         with torch.inference_mode():
             out = pipe(image).portrait

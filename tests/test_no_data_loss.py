@@ -149,26 +149,6 @@ def test_failed_render_leaves_no_placeholder(tmp_path, capsys):
 # ------------------------------------------------------------------------------ a photo that fails
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An untrained tiny segmenter as a weights file (plumbing only: what it segments is moot)."""
-    import torch
-
-    from portraitseg.classes import NUM_CLASSES
-    from portraitseg.models import create_model
-
-    root = tmp_path_factory.mktemp("model")
-    torch.manual_seed(0)
-    config = {"_target_": "portraitseg.models.create_model", "arch": "fcn",
-              "encoder_name": "tu-mobilenetv3_small_050", "encoder_weights": None, "classes": NUM_CLASSES}
-    net = create_model(**{k: v for k, v in config.items() if k != "_target_"})
-    torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
-                "pytorch-lightning_version": "2.5.0", "hyper_parameters": {"net": config},
-                "datamodule_hyper_parameters": {"image_size": 64}, "epoch": 0, "global_step": 1},
-               root / "last.ckpt")
-    return checkpoint.export_weights(root / "last.ckpt", root / "model.pt")
-
-
 def _photos(folder: Path, n: int) -> list[Path]:
     import numpy as np
     from PIL import Image
@@ -191,7 +171,7 @@ def _listing(out: Path) -> list[str]:
     return sorted(p.name for p in out.iterdir()) if out.exists() else []
 
 
-def test_full_disk_mid_photo_keeps_no_part_of_it(tmp_path, tiny_model, monkeypatch, capsys):
+def test_full_disk_mid_photo_keeps_no_part_of_it(tmp_path, tiny_weights, monkeypatch, capsys):
     """The disk fills up while the stages figure is written: the photo fails (one error line naming
     the file), and neither its portrait nor its matte stays without the figure; no placeholder."""
     import portraitseg.io as pio
@@ -206,50 +186,46 @@ def test_full_disk_mid_photo_keeps_no_part_of_it(tmp_path, tiny_model, monkeypat
     monkeypatch.setattr(pio, "_write_all", full_on_figures)
     (photo,) = _photos(tmp_path / "in", 1)
     out = tmp_path / "out"
-    assert _render(tiny_model, out, photo) == 1
+    assert _render(tiny_weights, out, photo) == 1
     err = capsys.readouterr().err
     assert "p0_stages.jpg: could not be written (the disk is full" in err and "Traceback" not in err
     assert _listing(out) == []
 
 
-def test_out_of_memory_photo_leaves_no_placeholder(tmp_path, tiny_model, monkeypatch, capsys):
-    """A photo that runs out of memory (a decompression bomb let through by a raised --max-pixels)
-    fails alone: no 0-byte file under its names, the next photo is rendered."""
+def _fail_reading(monkeypatch: pytest.MonkeyPatch, name: str, error: type[BaseException]) -> None:
+    """Decoding the photo file ``name`` raises ``error``; other photos decode normally."""
     import portraitseg.io as pio
 
     real = pio._open
 
-    def bomb(path, max_pixels):
-        if Path(path).name == "p0.png":
-            raise MemoryError
+    def fail(path, max_pixels):
+        if Path(path).name == name:
+            raise error
         return real(path, max_pixels)
 
-    monkeypatch.setattr(pio, "_open", bomb)
+    monkeypatch.setattr(pio, "_open", fail)
+
+
+def test_out_of_memory_photo_leaves_no_placeholder(tmp_path, tiny_weights, monkeypatch, capsys):
+    """A photo that runs out of memory (a decompression bomb let through by a raised --max-pixels)
+    fails alone: no 0-byte file under its names, the next photo is rendered."""
+    _fail_reading(monkeypatch, "p0.png", MemoryError)
     first, second = _photos(tmp_path / "in", 2)
     out = tmp_path / "out"
-    assert _render(tiny_model, out, first, second) == 1
+    assert _render(tiny_weights, out, first, second) == 1
     assert "out of memory" in capsys.readouterr().err
     assert _listing(out) == ["p1_alpha.png", "p1_portrait.png", "p1_stages.jpg"]
     assert all((out / name).stat().st_size > 0 for name in _listing(out))
 
 
-def test_interrupted_run_leaves_only_complete_photos(tmp_path, tiny_model, monkeypatch, capsys):
-    import portraitseg.io as pio
-
-    real = pio._open
-
-    def interrupt(path, max_pixels):
-        if Path(path).name == "p1.png":
-            raise KeyboardInterrupt
-        return real(path, max_pixels)
-
-    monkeypatch.setattr(pio, "_open", interrupt)
+def test_interrupted_run_leaves_only_complete_photos(tmp_path, tiny_weights, monkeypatch, capsys):
+    _fail_reading(monkeypatch, "p1.png", KeyboardInterrupt)  # Ctrl-C while the 2nd photo is read
     out = tmp_path / "out"
-    assert _render(tiny_model, out, *_photos(tmp_path / "in", 3)) == 130
+    assert _render(tiny_weights, out, *_photos(tmp_path / "in", 3)) == 130
     assert _listing(out) == ["p0_alpha.png", "p0_portrait.png", "p0_stages.jpg"]
 
 
-def test_rerun_after_a_killed_run_reuses_its_empty_names(tmp_path, tiny_model, capsys):
+def test_rerun_after_a_killed_run_reuses_its_empty_names(tmp_path, tiny_weights, capsys):
     """A killed run (SIGKILL: no cleanup) left its empty placeholders; nobody holds them, so the
     re-run writes the plain names, not ``_1``. A live run's placeholder is never taken."""
     (photo,) = _photos(tmp_path / "in", 1)
@@ -257,7 +233,7 @@ def test_rerun_after_a_killed_run_reuses_its_empty_names(tmp_path, tiny_model, c
     out.mkdir()
     for name in ("p0_portrait.png", "p0_stages.jpg", "p0_alpha.png"):
         (out / name).touch()
-    assert _render(tiny_model, out, photo) == 0
+    assert _render(tiny_weights, out, photo) == 0
     assert _listing(out) == ["p0_alpha.png", "p0_portrait.png", "p0_stages.jpg"]
     assert all((out / name).stat().st_size > 0 for name in _listing(out))
 
@@ -265,7 +241,7 @@ def test_rerun_after_a_killed_run_reuses_its_empty_names(tmp_path, tiny_model, c
     live.mkdir()
     other = OutputNamer([photo], overwrite=False)  # another run holding its placeholders
     held, _ = other(photo, live, stages=True)
-    assert _render(tiny_model, live, photo) == 0
+    assert _render(tiny_weights, live, photo) == 0
     assert held.stat().st_size == 0 and (live / "p0_portrait_1.png").stat().st_size > 0
     other.release()
     assert not held.exists()
