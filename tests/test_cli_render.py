@@ -26,7 +26,9 @@ from portraitseg.cli.main import main
 from portraitseg.io import read_image
 from portraitseg.models import create_model
 from portraitseg.models.checkpoint import export_weights
+from portraitseg.pipeline import PortraitPipeline, render_preset, segment_letterboxed
 from portraitseg.render.person import PERSON_DEFAULTS
+from portraitseg.viz import stages_figure
 
 REPO = Path(__file__).resolve().parents[1]
 HAIR, SKIN = CLASS_NAMES.index("hair"), CLASS_NAMES.index("skin")
@@ -88,7 +90,7 @@ HELEN_INFO = {"class_names": list(CLASS_NAMES), "image_size": 128, "model": {"cl
 
 @pytest.fixture
 def oracle(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli_render, "load_segmenter",
+    monkeypatch.setattr("portraitseg.models.checkpoint.load_segmenter",
                         lambda path, map_location="cpu": (ColourOracle(FACE_CODE, NUM_CLASSES), HELEN_INFO))
 
 
@@ -218,7 +220,7 @@ def test_stages_figure(tmp_path, models, capsys):
 
 def test_stages_figure_panels_are_capped():
     big = np.zeros((1500, 3000, 3), np.uint8)
-    fig = cli_render.stages_figure(big, np.zeros((10, 20), np.uint8), np.zeros((1500, 3000), np.float32), big)
+    fig = stages_figure(big, np.zeros((10, 20), np.uint8), np.zeros((1500, 3000), np.float32), big)
     assert fig.shape == (24 + 384, 4 * 768 + 12, 3)
 
 
@@ -315,7 +317,7 @@ def test_person_ckpt_subject_is_person_mask_and_kept_classes(tmp_path, monkeypat
             return ColourOracle({1: BODY_RGB}, 2), person_info
         return ColourOracle(FACE_CODE, NUM_CLASSES), HELEN_INFO
 
-    monkeypatch.setattr(cli_render, "load_segmenter", load)
+    monkeypatch.setattr("portraitseg.models.checkpoint.load_segmenter", load)
     code, _, err = render(capsys, src, "-o", tmp_path / "out", "--ckpt", "face.pt",
                           "--person-ckpt", "person.pt", "--keep", "hair", "--strength", 0.04, "--falloff", 0)
     assert code == 0, err
@@ -528,12 +530,13 @@ def test_lightning_ckpt_tta_and_model_size(tmp_path, models, capsys):
 
 
 def test_segment_probabilities_at_model_resolution(models):
-    model = cli_render.load_model(models["export"], torch.device("cpu"), None)
-    assert model.size == 64 and model.helen
-    rgb = textured(300, 150, 51)
+    pipe = PortraitPipeline.from_pretrained(models["export"], device="cpu")
+    assert pipe.model_size == 64 and pipe.helen
+    image = torch.from_numpy(textured(300, 150, 51)).permute(2, 0, 1)[None].float() / 255
     with torch.inference_mode():
-        probs = cli_render.segment(model, rgb)
-        probs_tta = cli_render.segment(model, rgb, tta=True)
+        probs, _ = segment_letterboxed(pipe.segmenter, image, pipe.model_size)
+        probs_tta, _ = segment_letterboxed(pipe.segmenter, image, pipe.model_size, tta=True,
+                                           flip_perm=pipe.flip_perm)
     assert probs.shape == probs_tta.shape == (1, NUM_CLASSES, 64, 32)  # letterbox cropped
     torch.testing.assert_close(probs.sum(1), torch.ones(1, 64, 32))
 
@@ -541,8 +544,7 @@ def test_segment_probabilities_at_model_resolution(models):
 def test_render_config_composes_presets_and_overrides():
     presets = cli_render.render_presets()
     assert {"disc", "gaussian"} <= set(presets)
-    node = cli_render.render_config("gaussian", {"strength": 0.03, "falloff": None})
-    renderer, _, _ = cli_render.build_renderer(node, (HAIR,))
+    renderer = render_preset("gaussian", strength=0.03, keep=[HAIR])
     assert renderer.keep == (HAIR,)
     assert renderer.options["blur"] == "gaussian" and renderer.options["strength"] == 0.03
     default = cli_render._default_preset()
@@ -558,7 +560,8 @@ def test_preset_subject_and_person_options_reach_the_person_extension(tmp_path, 
                                                "subject: face\nperson:\n  work_size: 96\n")
     monkeypatch.setattr(cli_render, "_conf_dir", lambda: conf)
     monkeypatch.setattr("portraitseg.presets.presets_dir", lambda: conf / "render")
-    renderer, subject, person = cli_render.build_renderer(cli_render.render_config("disc", {}), (HAIR,))
+    renderer = render_preset("disc", keep=[HAIR])
+    subject, person = renderer.subject, renderer.person
     assert subject == "face" and person == {**PERSON_DEFAULTS, "work_size": 96}
     assert renderer.keep == (HAIR,)
 
@@ -580,3 +583,39 @@ def test_preset_subject_and_person_options_reach_the_person_extension(tmp_path, 
                           "--subject", "person")
     assert code == 0, err
     assert seen == {**PERSON_DEFAULTS, "work_size": 96}
+
+
+def test_folder_overlaps_decode_and_write_and_reports_in_order(tmp_path, models, capsys, monkeypatch):
+    """Photos are decoded and written in threads beside the render; the report keeps input order,
+    and a photo that fails to decode or to write does not stop the others."""
+    import threading
+
+    folder = tmp_path / "in"
+    for i in range(5):
+        save(folder / f"p{i}.png", textured(48, 40, 60 + i))
+    (folder / "p2.png").write_bytes(b"not a png")  # fails in the decode thread
+    threads = {"read": set(), "write": set()}
+    real_read, real_write = cli_render.read_input, cli_render.write_outputs
+
+    def read(src, max_pixels):
+        threads["read"].add(threading.current_thread().name)
+        return real_read(src, max_pixels)
+
+    def write(job, photo, rendered, out, figure, alpha):
+        threads["write"].add(threading.current_thread().name)
+        if out.name.startswith("p3"):
+            raise OSError("disk full")
+        return real_write(job, photo, rendered, out, figure, alpha)
+
+    monkeypatch.setattr(cli_render, "read_input", read)
+    monkeypatch.setattr(cli_render, "write_outputs", write)
+    code, out, err = render(capsys, folder, "-o", tmp_path / "out", "--ckpt", models["export"],
+                            "--subject", "face", "--threads", 1)
+    assert code == 1
+    assert threads["read"] and threading.main_thread().name not in threads["read"]
+    assert threads["write"] and threading.main_thread().name not in threads["write"]
+    reported = [line.split(" -> ")[0] for line in out.splitlines()]
+    assert reported == [str(folder / f"p{i}.png") for i in (0, 1, 4)]
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2 and "p2.png" in errors[0] and "p3.png" in errors[1] and "disk full" in errors[1]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"p{i}_portrait.png" for i in (0, 1, 4)]

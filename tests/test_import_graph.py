@@ -18,7 +18,7 @@ PACKAGE = "portraitseg"
 #: A new module goes under the group it belongs to; a new top-level module gets a row here.
 LAYERS: list[tuple[str, ...]] = [
     ("portraitseg._version", "portraitseg.classes", "portraitseg.config", "portraitseg.onnx_contract",
-     "portraitseg.runtime"),
+     "portraitseg.runtime", "portraitseg.sizing", "portraitseg.boxes"),
     ("portraitseg.io", "portraitseg.viz", "portraitseg.sweep"),  # sweep: run summaries, yaml only
     ("portraitseg.models", "portraitseg.data"),   # models and data do not import each other
     ("portraitseg.render",),                      # may use a model; no pipeline, lit, data

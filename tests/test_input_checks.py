@@ -12,6 +12,7 @@ from PIL import Image
 
 import portraitseg.cli.render as cli_render
 from portraitseg.cli.main import main as cli_main
+from portraitseg.cli.outputs import expand_inputs
 from portraitseg.data.check import check_dataset
 from portraitseg.data.layouts import discover
 from portraitseg.io import IMAGE_SUFFIXES, MultiFrameWarning, read_image
@@ -64,7 +65,7 @@ def test_every_listed_image_type_is_taken_by_layouts_and_by_render_folders(tmp_p
         label(tmp_path / "masks" / f"img{i}.png")
     samples = discover(tmp_path, layout="folder")["train"]
     assert sorted(s.image.suffix for s in samples) == sorted(IMAGE_SUFFIXES)
-    items, missing, _ = cli_render.expand_inputs([str(images)])
+    items, missing, _ = expand_inputs([str(images)])
     assert sorted(p.suffix for p, _ in items) == sorted(IMAGE_SUFFIXES) and not missing
     assert {".gif", ".ppm"} <= set(IMAGE_SUFFIXES)
 
@@ -148,6 +149,7 @@ def test_render_preset_values_follow_the_option_rules(tmp_path, monkeypatch, cap
         text = "\n".join(line if ln.startswith(f"{key}:") else ln for ln in text.splitlines()) + "\n"
     preset.write_text(text)
     monkeypatch.setattr(cli_render, "_conf_dir", lambda: conf)
+    monkeypatch.setattr("portraitseg.presets.presets_dir", lambda: conf / "render")
     src = tmp_path / "p.png"
     Image.new("RGB", (64, 48)).save(src)
     code = cli_main(["render", str(src), "-o", str(tmp_path / "out"), "--render", "disc"])

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from portraitseg.cli.main import main as cli_main
-from portraitseg.cli.render import OutputNamer
+from portraitseg.cli.outputs import OutputNamer
 from portraitseg.models import checkpoint
 
 

@@ -18,8 +18,8 @@ from portraitseg.render.person import (
     find_faces,
     person_alpha,
     torso_prior,
-    working_size,
 )
+from portraitseg.sizing import long_side
 
 HAIR, SKIN = CLASS_NAMES.index("hair"), CLASS_NAMES.index("skin")
 
@@ -219,7 +219,7 @@ def test_shapes_ranges_and_working_grid(hw):
     probs = F.interpolate(probs, scale_factor=0.5, mode="bilinear")  # model resolution
     alpha, warnings = person_alpha(x, probs, work_size=128)
     assert isinstance(warnings, list)
-    expected = working_size(*hw, 128)
+    expected = long_side(*hw, 128, upscale=False)
     assert max(expected) == min(128, max(hw))
     assert alpha.shape == (1, 1, *expected) and alpha.dtype == x.dtype
     assert 0 <= float(alpha.min()) and float(alpha.max()) <= 1

@@ -40,7 +40,8 @@ from portraitseg.classes import NUM_CLASSES
 from portraitseg.data.synthetic import make_sample
 from portraitseg.io import read_image, read_label
 from portraitseg.render import render_portrait
-from portraitseg.render.person import PERSON_DEFAULTS, person_alpha, working_size
+from portraitseg.render.person import PERSON_DEFAULTS, person_alpha
+from portraitseg.sizing import long_side
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -76,7 +77,7 @@ def band(alpha: np.ndarray, width: int = BAND) -> np.ndarray:
 
 
 def face_probs(model, info, x: torch.Tensor) -> torch.Tensor:
-    size = working_size(x.shape[-2], x.shape[-1], int(info.get("image_size") or 256))
+    size = long_side(x.shape[-2], x.shape[-1], int(info.get("image_size") or 256), upscale=False)
     with torch.no_grad():
         small = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
         return model(small).float().softmax(1)
@@ -153,7 +154,7 @@ def timing_inputs(hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """A synthetic portrait upscaled to ``hw`` and its true face parse at 512 px (model resolution)."""
     s = make_sample(0, seed=1, size=(768, 1024))
     rgb = cv2.resize(s.image, (hw[1], hw[0]), interpolation=cv2.INTER_LINEAR)
-    model_hw = working_size(hw[0], hw[1], 512)
+    model_hw = long_side(hw[0], hw[1], 512, upscale=False)
     label = cv2.resize(s.label, (model_hw[1], model_hw[0]), interpolation=cv2.INTER_NEAREST)
     return to_tensor(rgb), one_hot(label)
 

@@ -45,6 +45,7 @@ from portraitseg.io import (
     write_image,
 )
 from portraitseg.onnx_contract import INPUT_NAME, OUTPUT_NAME, PERSON_NAME
+from portraitseg.sizing import long_side
 from portraitseg.subject.alpha import class_masks, combine_alpha
 
 #: blur sigma as a fraction of the photo's short side (as ``strength`` of the PyTorch renderer)
@@ -66,10 +67,9 @@ def letterbox(rgb: np.ndarray, size: int) -> tuple[np.ndarray, tuple[int, int]]:
 
     Returns the model input ``(1, 3, size, size)`` float32 in [0, 1] and the valid ``(h, w)``.
     """
-    h0, w0 = rgb.shape[:2]
-    scale = size / max(h0, w0)
-    h, w = max(1, round(h0 * scale)), max(1, round(w0 * scale))
-    small = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    h, w = long_side(*rgb.shape[:2], size)
+    shrink = size < max(rgb.shape[:2])
+    small = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
     canvas = np.zeros((size, size, 3), np.float32)
     canvas[:h, :w] = small.astype(np.float32) / 255.0
     return canvas.transpose(2, 0, 1)[None].copy(), (h, w)

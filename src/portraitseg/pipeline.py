@@ -48,8 +48,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from portraitseg.boxes import roi_align
 from portraitseg.classes import CLASS_NAMES, FLIP_PERMUTATION, NUM_CLASSES, model_class_ids
 from portraitseg.config import DEFAULT_MAX_PIXELS
+from portraitseg.render.person import resize_tensor
+from portraitseg.sizing import long_side
 from portraitseg.subject.alpha import class_masks, parse_alpha
 from portraitseg.subject.faces import MIN_FACE, FaceFinder
 
@@ -273,20 +276,6 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return cv2.merge([cv2.convertScaleAbs(np.ascontiguousarray(p), alpha=255.0) for p in planes])
 
 
-def model_grid(height: int, width: int, size: int) -> tuple[int, int]:
-    """``(h, w)`` of a photo scaled so its long side is ``size`` (aspect kept, at least 1)."""
-    scale = size / max(height, width)
-    return max(1, round(height * scale)), max(1, round(width * scale))
-
-
-def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Resize ``(B, C, H, W)`` to ``size``: bilinear, antialiased when shrinking; large reductions
-    first take every k-th pixel (k <= half the reduction), so a 12 MP photo is not read in full."""
-    from portraitseg.render.person import resize_tensor
-
-    return resize_tensor(x, size)
-
-
 def segment_letterboxed(
     model: nn.Module, image: torch.Tensor, size: int, *, tta: bool = False,
     flip_perm: torch.Tensor | None = None,
@@ -302,10 +291,10 @@ def segment_letterboxed(
 
     Returns:
         ``(probs (B, K, h, w), person (B, 1, h, w) probability or None)``, ``(h, w) =
-        model_grid(H, W, size)``.
+        long_side(H, W, size)``.
     """
-    h, w = model_grid(image.shape[-2], image.shape[-1], size)
-    x = F.pad(resize(image, (h, w)), (0, size - w, 0, size - h))
+    h, w = long_side(image.shape[-2], image.shape[-1], size)
+    x = F.pad(resize_tensor(image, (h, w)), (0, size - w, 0, size - h))
     logits, person = run_model(model, x, tta=tta, flip_perm=flip_perm)
     probs = logits[..., :h, :w].float().softmax(1)
     return probs, None if person is None else person[..., :h, :w].float().sigmoid()
@@ -459,10 +448,8 @@ def frame_faces(
 
 def crop_faces(image: torch.Tensor, squares: torch.Tensor, size: int = FACE_SIZE) -> torch.Tensor:
     """``(B, 3, H, W)`` photo + ``(B, M, 4)`` squares -> ``(B * M, 3, size, size)`` crops
-    (``torchvision.ops.roi_align``, averaging several samples per output pixel; outside the photo
-    is black, like the letterbox padding)."""
-    from torchvision.ops import roi_align
-
+    (:func:`portraitseg.boxes.roi_align`, averaging several samples per output pixel; outside the
+    photo is black, like the letterbox padding)."""
     b, m = squares.shape[:2]
     index = torch.arange(b, device=image.device, dtype=squares.dtype).repeat_interleave(m)[:, None]
     rois = torch.cat([index, squares.reshape(b * m, 4)], 1)
@@ -788,7 +775,7 @@ class PortraitPipeline(nn.Module):
         big = (image.shape[-2], image.shape[-1])
         probs, person = segment_letterboxed(self.segmenter, image, self.model_size, tta=self.tta,
                                             flip_perm=self.flip_perm)
-        grid = model_grid(*big, min(self.parse_size, max(big)))
+        grid = long_side(*big, self.parse_size, upscale=False)
         coarse = probs
         if grid != tuple(probs.shape[-2:]):
             coarse = F.interpolate(probs, size=grid, mode="bilinear", align_corners=False)

@@ -78,10 +78,13 @@ def load_preset(name: str) -> dict[str, Any]:
     Raises:
         PresetError: see :func:`preset_path` and :func:`check_target`.
     """
-    from omegaconf import OmegaConf
+    import yaml  # plain YAML: a preset is a keyword dict (OmegaConf/Hydra stay off the render path)
 
     path = preset_path(name)
-    options = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    try:
+        options = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise PresetError(f"{path}: not valid YAML ({err})") from None
     if not isinstance(options, dict):
         raise PresetError(f"{path}: a render preset must be a mapping of options")
     check_target(options, str(path))
@@ -89,9 +92,10 @@ def load_preset(name: str) -> dict[str, Any]:
 
 
 def build_renderer(options: Mapping[str, Any], where: str = "render options") -> Any:
-    """Instantiate a :class:`~portraitseg.render.PortraitRenderer` from options (``_target_``
-    checked first; the renderer's own ``ValueError`` passes through)."""
-    from hydra.utils import instantiate
-
+    """Build a :class:`~portraitseg.render.PortraitRenderer` from options (``_target_`` checked
+    first, so it is that class: built directly, without Hydra; the renderer's own ``ValueError``
+    passes through)."""
     check_target(options, where)
-    return instantiate(dict(options))
+    from portraitseg.render import PortraitRenderer
+
+    return PortraitRenderer(**{k: v for k, v in options.items() if k != "_target_"})

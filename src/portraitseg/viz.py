@@ -6,6 +6,10 @@ import numpy as np
 import torch
 
 from portraitseg.classes import colorize
+from portraitseg.sizing import long_side
+
+#: Long side of each panel of the render CLI's --stages figure (smaller photos are not upscaled).
+STAGES_PANEL = 768
 
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:
@@ -48,3 +52,48 @@ def prediction_grid(
             panels.append(to_uint8(portraits[i]))
         rows.append(np.concatenate(panels, axis=1))
     return np.concatenate(rows, axis=0)
+
+
+def _checkerboard(h: int, w: int, cell: int = 12) -> np.ndarray:
+    yy, xx = np.mgrid[:h, :w]
+    light = ((yy // cell + xx // cell) % 2 == 0)[..., None]
+    return np.where(light, 200, 150).astype(np.float32) * np.ones(3, np.float32)
+
+
+def stages_figure(
+    rgb: np.ndarray, label: np.ndarray, alpha: np.ndarray, portrait: np.ndarray, panel: int = STAGES_PANEL
+) -> np.ndarray:
+    """The paper's figure: input | segmentation overlay | extracted foreground | portrait.
+
+    Args:
+        rgb, portrait: ``(H, W, 3)`` uint8; label: ``(h, w)`` class ids (any size, best the
+            panel's: ``long_side(H, W, panel, upscale=False)``);
+        alpha: ``(H, W)`` float in [0, 1]; the foreground is drawn over a checkerboard.
+        panel: long side of each panel (never upscaled).
+
+    Returns:
+        ``(24 + H', 4 W' + 3 gap, 3)`` uint8 with a caption strip on top.
+    """
+    import cv2
+
+    ph, pw = long_side(*rgb.shape[:2], panel, upscale=False)
+
+    def fit(a: np.ndarray, interp: int = cv2.INTER_AREA) -> np.ndarray:
+        return a if a.shape[:2] == (ph, pw) else cv2.resize(a, (pw, ph), interpolation=interp)
+
+    image = fit(rgb)
+    seg = overlay(image, fit(label.astype(np.uint8), cv2.INTER_NEAREST))
+    a = fit(alpha.astype(np.float32))[..., None]
+    fg = (image.astype(np.float32) * a + _checkerboard(ph, pw) * (1 - a)).round().astype(np.uint8)
+    panels = [image, seg, fg, fit(portrait)]
+    captions = ["input", "segmentation", "foreground", "portrait"]
+    gap = 4
+    bar = 24
+    out = np.full((bar + ph, 4 * pw + 3 * gap, 3), 255, np.uint8)
+    for i, (p, text) in enumerate(zip(panels, captions, strict=True)):
+        x0 = i * (pw + gap)
+        out[bar:, x0 : x0 + pw] = p
+        font_scale = 0.5 if pw >= 90 else 0.3
+        cv2.putText(out, text, (x0 + 4, bar - 7), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+    return out

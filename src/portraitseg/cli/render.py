@@ -1,13 +1,20 @@
 """``portraitseg render``: photos in, shallow depth-of-field portraits out.
 
-For each input: decode once at full resolution (EXIF-upright, :func:`portraitseg.io.read_image`)
-and run :class:`portraitseg.pipeline.PortraitPipeline` on it (both segmentation passes, the
-subject alpha and the render); this module only parses arguments, handles files and reports. The
-output keeps the input's file format and size; ``--save-alpha`` also writes the subject alpha.
+This module parses arguments, handles files and reports; photo -> portrait is
+:class:`portraitseg.pipeline.PortraitPipeline`, built by
+:meth:`~portraitseg.pipeline.PortraitPipeline.from_pretrained` (the bundled model loads from its
+TorchScript artifact, with PyTorch alone); the inputs and output names are
+:mod:`portraitseg.cli.outputs`, the writing :func:`portraitseg.io.atomic_write_all`. The output
+keeps the input's file format and size; ``--save-alpha`` also writes the subject alpha.
 
-Render options come from the Hydra group ``conf/render/`` (``--render PRESET``, composed through
-``conf/render.yaml``); ``--strength``, ``--falloff``, ``--feather``, ``--highlights`` override
-single values of the preset.
+Render options come from the preset ``conf/render/<PRESET>.yaml`` (``--render PRESET``);
+``--strength``, ``--falloff``, ``--feather``, ``--highlights`` override single values of it.
+
+Photos overlap in a small thread pipeline: the next photo is decoded while one is rendered
+(PyTorch releases the GIL), and each is encoded and written behind; the first photo is decoded
+while PyTorch is imported. Before PyTorch is imported, idle OpenMP threads are told to sleep
+(:func:`portraitseg.runtime.prefer_passive_wait`), and the thread count follows the usable cores
+(``--threads`` to choose it).
 
 Exit status: 0 every input rendered, 1 some inputs failed (one ``error:`` line each on stderr;
 the others are still rendered), 2 usage errors (no input matched, unknown class, no model).
@@ -16,28 +23,24 @@ the others are still rendered), 2 usage errors (no input matched, unknown class,
 from __future__ import annotations
 
 import argparse
-import contextlib
-import glob
-import os
-import re
-import secrets
 import sys
 import textwrap
 import time
 import warnings
-from collections.abc import Iterable, Sequence
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from portraitseg.classes import CLASS_NAMES, F1_GROUPS, NUM_CLASSES, class_ids
+from portraitseg.classes import CLASS_NAMES, F1_GROUPS
 from portraitseg.cli.args import float_in, int_in
+from portraitseg.cli.outputs import PORTRAIT_TAG, STAGES_TAG, OutputNamer, expand_inputs
 from portraitseg.config import DEFAULT_MAX_PIXELS  # --max-pixels default: the one limit
 from portraitseg.io import (
     IMAGE_SUFFIXES,
-    WRITE_FORMATS,
     InputError,
     MultiFrameWarning,
     Photo,
@@ -52,20 +55,13 @@ from portraitseg.io import (
 if TYPE_CHECKING:  # PyTorch is imported when a model is loaded, not for --help or usage errors
     import torch
 
-#: File suffixes picked up from folders are :data:`portraitseg.io.IMAGE_SUFFIXES` (explicit files
-#: and glob matches are tried whatever their suffix, so a misnamed file gets a clear per-file
-#: error instead of being skipped); outputs keep the input's format when it is one of
-#: :data:`portraitseg.io.WRITE_FORMATS`, other inputs (e.g. .gif) give a .png.
+    from portraitseg.pipeline import PortraitPipeline
 
 #: Default model input size when the checkpoint does not record its training size.
 DEFAULT_MODEL_SIZE = 256
-#: Long side of each panel of the --stages figure (smaller photos are not upscaled).
-STAGES_PANEL = 768
-PORTRAIT_TAG = "_portrait"
-STAGES_TAG = "_stages"
-ALPHA_TAG = "_alpha"
-_OUTPUT_NAME = re.compile(
-    rf"({re.escape(PORTRAIT_TAG)}|{re.escape(STAGES_TAG)}|{re.escape(ALPHA_TAG)})(_\d+)?$")
+#: Photos decoded ahead of the one being rendered, and written behind it.
+READ_AHEAD = 1
+WRITE_BEHIND = 1
 
 
 class UsageError(ValueError):
@@ -144,294 +140,21 @@ def _default_preset() -> str:
     """The preset ``conf/render.yaml`` selects (its defaults list), else ``disc``."""
     entry = _conf_dir() / "render.yaml"
     if entry.is_file():
-        from omegaconf import OmegaConf
+        import yaml
 
-        for item in OmegaConf.load(entry).get("defaults") or []:
+        for item in (yaml.safe_load(entry.read_text()) or {}).get("defaults") or []:
             if not isinstance(item, str) and "render" in item:
                 return str(item["render"])
     return "disc"
 
 
 # --------------------------------------------------------------------------------------------
-# inputs and outputs
-
-
-def expand_inputs(
-    specs: Sequence[str], recursive: bool = False, outdir: Path | None = None
-) -> tuple[list[tuple[Path, Path]], list[str], int]:
-    """Expand files, folders and glob patterns into ``(path, relative_output_dir)`` pairs.
-
-    Folders contribute the files with an image suffix (:data:`IMAGE_SUFFIXES`), sorted, and with
-    ``recursive`` those of their sub-folders (the sub-folder is kept under the output folder).
-    Glob patterns (``*``, ``?``, ``[``) are expanded here too, for shells that do not; ``**``
-    matches sub-folders with ``recursive``. Explicit files and glob matches are taken whatever
-    their suffix. Files inside ``outdir`` named like this command's outputs (``*_portrait*``,
-    ``*_stages*``) are skipped when folders are expanded, so a re-run does not render portraits
-    of portraits. Duplicates are dropped.
-
-    Returns:
-        ``(items, missing, skipped)``: the inputs in order, the specs that matched nothing, and
-        the number of earlier outputs skipped.
-    """
-    items: list[tuple[Path, Path]] = []
-    missing: list[str] = []
-    skipped = 0
-    seen: set[Path] = set()
-    out_resolved = outdir.resolve() if outdir is not None else None
-
-    def add(path: Path, rel: Path) -> None:
-        key = path.resolve()
-        if key not in seen:
-            seen.add(key)
-            items.append((path, rel))
-
-    def add_folder(folder: Path) -> None:
-        nonlocal skipped
-        for path in sorted(folder.glob("**/*" if recursive else "*")):
-            if not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            if out_resolved is not None and _OUTPUT_NAME.search(path.stem) and (
-                path.resolve().parent == out_resolved or out_resolved in path.resolve().parents
-            ):
-                skipped += 1
-                continue
-            add(path, path.parent.relative_to(folder))
-
-    for spec in specs:
-        path = Path(spec).expanduser()
-        if path.is_dir():
-            add_folder(path)  # an empty folder is not an error: there is nothing to do
-        elif path.exists():
-            add(path, Path())
-        elif glob.has_magic(spec):
-            matches = sorted(glob.glob(os.path.expanduser(spec), recursive=recursive))
-            if not matches:
-                missing.append(spec)
-            for match in matches:
-                m = Path(match)
-                if m.is_dir():
-                    add_folder(m)
-                elif m.is_file():
-                    add(m, Path())
-        else:
-            missing.append(spec)
-    return items, missing, skipped
-
-
-def _output_suffix(path: Path) -> str:
-    return path.suffix if path.suffix.lower() in WRITE_FORMATS else ".png"
-
-
-class OutputNamer:
-    """Chooses output paths that never hit an input, nor an existing file unless ``overwrite``.
-
-    ``<stem>_portrait<ext>`` (and ``<stem>_stages.jpg``); if taken, ``<stem>_portrait_1<ext>``,
-    ``_2``... (the portrait and its stages figure share the number). A file written earlier in
-    the same run is never replaced, even with ``overwrite``.
-
-    A new name is reserved on disk the moment it is chosen: an empty placeholder created with
-    ``O_CREAT | O_EXCL``, which exactly one process can win, so two runs writing into one folder
-    at once never pick the same name, and locked (``flock``) while this process lives. The
-    render then replaces the placeholders atomically (:func:`portraitseg.io.atomic_write_all`);
-    :meth:`release` removes the placeholders of outputs that were not written. An empty file
-    under an output name that nobody holds locked is the debris of a run that was killed: it is
-    reused, so a re-run does not number its outputs ``_1``.
-    """
-
-    def __init__(self, inputs: Iterable[Path], overwrite: bool) -> None:
-        self.protected = {p.resolve() for p in inputs}
-        self.claimed: set[Path] = set()
-        self.overwrite = overwrite
-        self.placeholders: dict[Path, int] = {}  # path -> open, locked descriptor
-
-    @staticmethod
-    def _lock(fd: int) -> bool:
-        """Lock a placeholder for this process; False if another live process holds it."""
-        try:
-            import fcntl
-        except ImportError:  # no flock (Windows): placeholders are never taken over
-            return True
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return False
-        return True
-
-    @staticmethod
-    def _placeholder(path: Path) -> str | None:
-        """``"held"``: an empty file a live run holds locked (its placeholder); ``"debris"``: an
-        empty file nobody holds (left by a run that was killed); None: anything else."""
-        try:
-            if path.is_symlink() or not path.is_file() or path.stat().st_size != 0:
-                return None
-            fd = os.open(path, os.O_RDONLY)
-        except OSError:
-            return None
-        try:
-            import fcntl
-        except ImportError:
-            os.close(fd)
-            return None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return "held"
-        finally:
-            os.close(fd)  # closing drops the probe's lock
-        return "debris"
-
-    def _free(self, path: Path) -> bool:
-        key = path.resolve()
-        if key in self.protected or key in self.claimed:
-            return False
-        if os.path.lexists(path):
-            state = self._placeholder(path)
-            if state is not None:
-                return state == "debris"
-            if not self.overwrite or not path.is_file():
-                return False
-            try:  # a hard link or symlink to an input is the input
-                if any(key.samefile(p) for p in self.protected if p.exists()):
-                    return False
-            except OSError:
-                return False
-        return True
-
-    def _reserve(self, path: Path) -> bool:
-        """Claim ``path`` on disk: an existing file (``overwrite`` only, checked by :meth:`_free`)
-        is taken as is; a new one is created empty, exclusively (False if another process won)."""
-        if os.path.lexists(path) and self._placeholder(path) == "debris":
-            try:  # take the killed run's placeholder over
-                fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
-            except OSError:
-                return False
-            if self._lock(fd) and os.fstat(fd).st_size == 0:
-                self.placeholders[path] = fd
-                return True
-            os.close(fd)
-            return False
-        if self.overwrite and os.path.lexists(path):
-            return True
-        # created locked under a private name, then linked to its name: link() fails if the name
-        # exists (exclusive, like O_EXCL), and the placeholder is never seen unlocked
-        private = path.with_name(f".{path.name}.{secrets.token_hex(4)}.{os.getpid()}.tmp")
-        fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        try:
-            self._lock(fd)
-            os.link(private, path)
-        except FileExistsError:  # another run's placeholder or file appeared since _free: it wins
-            os.close(fd)
-            return False
-        except BaseException:
-            os.close(fd)
-            raise
-        finally:
-            with contextlib.suppress(OSError):
-                private.unlink()
-        self.placeholders[path] = fd
-        return True
-
-    def _unreserve(self, path: Path) -> None:
-        fd = self.placeholders.pop(path, None)
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                if path.stat().st_size == 0:
-                    path.unlink()
-            os.close(fd)
-
-    def __call__(self, src: Path, folder: Path, stages: bool) -> tuple[Path, Path | None]:
-        """``(portrait, stages figure or None)`` for ``src`` (see :meth:`reserve`)."""
-        portrait, figure, _ = self.reserve(src, folder, stages)
-        return portrait, figure
-
-    def reserve(
-        self, src: Path, folder: Path, stages: bool, alpha: bool = False
-    ) -> tuple[Path, Path | None, Path | None]:
-        """``(portrait, stages figure or None, alpha matte or None)``, all sharing one number
-        (``<stem>_alpha<num>.png`` is the matte), each reserved on disk."""
-        ext = _output_suffix(src)
-        n = 0
-        while True:
-            num = f"_{n}" if n else ""
-            portrait = folder / f"{src.stem}{PORTRAIT_TAG}{num}{ext}"
-            extras = [folder / f"{src.stem}{STAGES_TAG}{num}.jpg" if stages else None,
-                      folder / f"{src.stem}{ALPHA_TAG}{num}.png" if alpha else None]
-            wanted = [portrait, *(p for p in extras if p is not None)]
-            if all(self._free(p) for p in wanted):
-                taken: list[Path] = []
-                for path in wanted:
-                    if not self._reserve(path):
-                        break
-                    taken.append(path)
-                else:
-                    self.claimed.update(p.resolve() for p in wanted)
-                    return portrait, extras[0], extras[1]
-                for path in taken:
-                    self._unreserve(path)
-            n += 1
-
-    def written(self, *paths: Path | None) -> None:
-        """Mark outputs as written: their placeholders are no longer ours to remove."""
-        for path in paths:
-            fd = self.placeholders.pop(path, None)
-            if fd is not None:
-                os.close(fd)
-
-    def release(self, *paths: Path | None) -> None:
-        """Remove the placeholders of ``paths`` (all of them if none are given) still empty."""
-        for path in list(paths or self.placeholders):
-            if path is not None:
-                self._unreserve(path)
-
-
-# --------------------------------------------------------------------------------------------
-# model and render configuration
-
-
-@dataclass
-class Model:
-    """A loaded segmenter with what the CLI needs to run it."""
-
-    net: torch.nn.Module
-    info: dict[str, Any]
-    size: int
-    classes: int
-    helen: bool = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.helen = list(self.info.get("class_names") or []) == list(CLASS_NAMES)
-
-
-@dataclass
-class Job:
-    """Everything :func:`render_file` needs, fixed for a run."""
-
-    model: Model
-    pipeline: torch.nn.Module  # portraitseg.pipeline.PortraitPipeline
-    max_pixels: int
-    quality: int
-    device: torch.device
-
-
-def _stored_size(info: dict[str, Any]) -> int | None:
-    size = info.get("image_size")
-    if isinstance(size, (list, tuple)) and size:
-        return int(max(size))
-    if isinstance(size, (int, float)) and size > 0:
-        return int(size)
-    return None
+# the pipeline of a command line
 
 
 def _newest_checkpoint() -> Path | None:
     found = [p for p in Path.cwd().glob("outputs/*/runs/*/checkpoints/last.ckpt") if p.is_file()]
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
-
-
-def load_segmenter(path: str | os.PathLike, map_location: Any = "cpu") -> tuple[torch.nn.Module, dict]:
-    """:func:`portraitseg.models.checkpoint.load_segmenter`, imported on first use (PyTorch)."""
-    from portraitseg.models.checkpoint import load_segmenter as load
-
-    return load(path, map_location=map_location)
 
 
 def default_model_path() -> Path | None:
@@ -455,96 +178,6 @@ def missing_model_message() -> str:
     )
 
 
-def load_model(path: str | os.PathLike | None, device: torch.device, model_size: int | None) -> Model:
-    """Load ``--ckpt`` (None or ``default``: the bundled model) onto ``device``.
-
-    Raises:
-        UsageError: no model, or the file is missing or not a portraitseg checkpoint.
-    """
-    if path is not None and not str(path).strip():  # e.g. --ckpt "$(ls ... | head -1)" found nothing
-        raise UsageError("--ckpt is empty. " + missing_model_message())
-    if path is None or str(path) == "default":
-        path = default_model_path()
-        if path is None:
-            raise UsageError(missing_model_message())
-    try:
-        net, info = load_segmenter(path, map_location="cpu")
-    except (FileNotFoundError, InputError) as err:  # CheckpointError is an InputError
-        raise UsageError(str(err)) from None
-    size = model_size or _stored_size(info) or DEFAULT_MODEL_SIZE
-    classes = int(info.get("model", {}).get("classes") or len(info.get("class_names") or ()) or NUM_CLASSES)
-    return Model(net.to(device).eval(), info, int(size), classes)
-
-
-def render_config(preset: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    """The options of render preset ``preset`` (resolved among the package's presets only:
-    :func:`portraitseg.presets.load_preset`) with ``overrides`` applied (None values are skipped,
-    except ``sigma``, where None means "use strength").
-
-    Returns a dict of the renderer's options with ``_target_``.
-    """
-    from portraitseg.presets import PresetError, load_preset
-
-    try:
-        node = load_preset(preset)
-    except PresetError as err:
-        raise UsageError(f"--render: {err}") from None
-    for key, value in overrides.items():
-        if value is not None or key == "sigma":
-            node[key] = value
-    check_render_options(node, f"--render {preset} (conf/render/{preset}.yaml)")
-    return node
-
-
-def build_renderer(node: Any, keep: tuple[int, ...]) -> tuple[torch.nn.Module, str, dict[str, Any]]:
-    """Instantiate the renderer of a preset's options (:func:`render_config`).
-
-    Returns:
-        ``(renderer, subject, person_options)``: the preset's ``subject`` (``person`` | ``face``)
-        and its ``person`` options, stored on the :class:`PortraitRenderer`.
-    """
-    import copy
-
-    from portraitseg.presets import PresetError
-    from portraitseg.presets import build_renderer as instantiate_renderer
-
-    options = copy.deepcopy(dict(node))
-    options["keep"] = list(keep)
-    try:
-        renderer = instantiate_renderer(options)
-    except PresetError as err:
-        raise UsageError(str(err)) from None
-    except Exception as err:  # noqa: BLE001 - hydra wraps the renderer's ValueError
-        cause = err.__cause__ or err
-        raise UsageError(f"render options: {cause}") from None
-    return renderer, renderer.subject, dict(renderer.person)
-
-
-def parse_keep(spec: str | None, model: Model) -> tuple[int, ...] | None:
-    """``--keep`` -> class ids of ``model`` (None: the preset's choice)."""
-    if spec is None:
-        return None
-    if model.helen:
-        try:
-            return class_ids(spec)
-        except ValueError as err:
-            raise UsageError(f"--keep {spec!r}: {err}") from None
-    names = list(model.info.get("class_names") or [])
-    ids = set()
-    for item in spec.split(","):
-        item = item.strip()
-        if item.isdigit() and int(item) < model.classes:
-            ids.add(int(item))
-        elif item in names:
-            ids.add(names.index(item))
-        elif item:
-            raise UsageError(f"--keep {spec!r}: unknown class {item!r}; this model's classes: "
-                             f"{', '.join(names)} (or ids 0..{model.classes - 1})")
-    if not ids:
-        raise UsageError(f"--keep {spec!r}: empty class selection")
-    return tuple(sorted(ids))
-
-
 def pick_device(name: str) -> torch.device:
     import torch
 
@@ -555,130 +188,156 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-# --------------------------------------------------------------------------------------------
-# segmentation at model resolution
+def _model_file(ckpt: str | None) -> str | Path:
+    """``--ckpt``: the model file (the bundled one if none is given).
 
-
-def segment(model: Model, rgb: np.ndarray, tta: bool = False) -> torch.Tensor:
-    """Class probabilities ``(1, K, h, w)`` of a photo ``(H, W, 3)`` uint8 at model resolution
-    (``h, w``: the photo's size scaled so its long side is ``model.size``; letterbox cropped):
-    pass 1 of the pipeline (:func:`portraitseg.pipeline.segment_letterboxed`)."""
-    import torch
-
-    from portraitseg.classes import FLIP_PERMUTATION
-    from portraitseg.pipeline import segment_letterboxed
-
-    device = next(model.net.parameters()).device
-    image = torch.from_numpy(rgb).to(device).permute(2, 0, 1)[None].float().div_(255)
-    perm = torch.tensor(FLIP_PERMUTATION, device=device) if model.helen else None
-    return segment_letterboxed(model.net, image, model.size, tta=tta, flip_perm=perm)[0]
-
-
-# --------------------------------------------------------------------------------------------
-# the 4-panel figure
-
-
-def _checkerboard(h: int, w: int, cell: int = 12) -> np.ndarray:
-    yy, xx = np.mgrid[:h, :w]
-    light = ((yy // cell + xx // cell) % 2 == 0)[..., None]
-    return np.where(light, 200, 150).astype(np.float32) * np.ones(3, np.float32)
-
-
-def panel_size(h: int, w: int, panel: int = STAGES_PANEL) -> tuple[int, int]:
-    """``(h', w')`` of a stages panel for an ``h x w`` photo: long side ``panel``, never upscaled."""
-    scale = min(1.0, panel / max(h, w))
-    return max(1, round(h * scale)), max(1, round(w * scale))
-
-
-def stages_figure(
-    rgb: np.ndarray, label: np.ndarray, alpha: np.ndarray, portrait: np.ndarray, panel: int = STAGES_PANEL
-) -> np.ndarray:
-    """The paper's figure: input | segmentation overlay | extracted foreground | portrait.
-
-    Args:
-        rgb, portrait: ``(H, W, 3)`` uint8; label: ``(h, w)`` class ids (any size, best the
-            panel's: :func:`panel_size`);
-        alpha: ``(H, W)`` float in [0, 1]; the foreground is drawn over a checkerboard.
-        panel: long side of each panel (never upscaled).
-
-    Returns:
-        ``(24 + H', 4 W' + 3 gap, 3)`` uint8 with a caption strip on top.
+    Raises:
+        UsageError: ``--ckpt`` empty, or no model given and none bundled.
     """
-    import cv2
+    if ckpt is not None and not ckpt.strip():  # e.g. --ckpt "$(ls ... | head -1)" found nothing
+        raise UsageError("--ckpt is empty. " + missing_model_message())
+    if ckpt is not None and ckpt != "default":
+        return ckpt
+    path = default_model_path()
+    if path is None:
+        raise UsageError(missing_model_message())
+    return path
 
-    from portraitseg.viz import overlay
 
-    ph, pw = panel_size(*rgb.shape[:2], panel)
+def render_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The preset values a command line replaces (``--strength`` also clears a preset's ``sigma``,
+    which would override it)."""
+    overrides = {key: value for key in ("strength", "falloff", "feather", "highlights")
+                 if (value := getattr(args, key)) is not None}
+    if args.strength is not None:
+        overrides["sigma"] = None
+    return overrides
 
-    def fit(a: np.ndarray, interp: int = cv2.INTER_AREA) -> np.ndarray:
-        return a if a.shape[:2] == (ph, pw) else cv2.resize(a, (pw, ph), interpolation=interp)
 
-    image = fit(rgb)
-    seg = overlay(image, fit(label.astype(np.uint8), cv2.INTER_NEAREST))
-    a = fit(alpha.astype(np.float32))[..., None]
-    fg = (image.astype(np.float32) * a + _checkerboard(ph, pw) * (1 - a)).round().astype(np.uint8)
-    panels = [image, seg, fg, fit(portrait)]
-    captions = ["input", "segmentation", "foreground", "portrait"]
-    gap = 4
-    bar = 24
-    out = np.full((bar + ph, 4 * pw + 3 * gap, 3), 255, np.uint8)
-    for i, (p, text) in enumerate(zip(panels, captions, strict=True)):
-        x0 = i * (pw + gap)
-        out[bar:, x0 : x0 + pw] = p
-        font_scale = 0.5 if pw >= 90 else 0.3
-        cv2.putText(out, text, (x0 + 4, bar - 7), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), 1,
-                    cv2.LINE_AA)
-    return out
+def check_preset(name: str, overrides: dict[str, Any]) -> None:
+    """The preset ``name`` exists and its values with ``overrides`` are in range.
+
+    Raises:
+        UsageError: naming the preset file and the value.
+    """
+    from portraitseg.presets import PresetError, load_preset
+
+    try:
+        options = load_preset(name)
+    except PresetError as err:
+        raise UsageError(f"--render: {err}") from None
+    check_render_options({**options, **overrides}, f"--render {name} (conf/render/{name}.yaml)")
+
+
+@dataclass
+class Job:
+    """What every photo of a run is rendered with."""
+
+    pipeline: PortraitPipeline
+    max_pixels: int
+    quality: int
+    notes: list[str] = field(default_factory=list)
+
+
+def build_job(args: argparse.Namespace) -> Job:
+    """The pipeline of a command line (:meth:`PortraitPipeline.from_pretrained`) and its output
+    options; :class:`UsageError` if unusable. The numeric options were range-checked by the
+    parser (:func:`add_parser`), the preset's values here."""
+    model = _model_file(args.ckpt)
+    if args.person_ckpt is not None and not args.person_ckpt.strip():
+        raise UsageError("--person-ckpt is empty: pass a 2-class person segmenter's checkpoint or "
+                         "weights file, or leave the option out")
+    overrides = render_overrides(args)
+    check_preset(args.render, overrides)
+    device = pick_device(args.device)
+    options: dict[str, Any] = {"tta": args.tta, "max_pixels": args.max_pixels}
+    if args.subject:
+        options["subject"] = args.subject
+    if args.model_size:
+        options["model_size"] = args.model_size
+    from portraitseg.pipeline import PipelineError, PortraitPipeline
+
+    try:
+        pipeline = PortraitPipeline.from_pretrained(
+            model, args.render, device, render_options=overrides, keep=args.keep,
+            person_model=args.person_ckpt or None, threads=args.threads, **options)
+    except (FileNotFoundError, InputError, PipelineError) as err:  # CheckpointError is an InputError
+        raise UsageError(str(err)) from None
+    except ValueError as err:  # the renderer's own checks of the preset's values
+        raise UsageError(f"--render {args.render}: {err}") from None
+    return Job(pipeline, args.max_pixels, args.quality, list(pipeline.notes))
 
 
 # --------------------------------------------------------------------------------------------
-# the command
+# one photo: read, render, write (the stages of the run's thread pipeline)
+
+
+def read_input(src: Path, max_pixels: int) -> tuple[Photo, list[str]]:
+    """Decode ``src`` (:func:`portraitseg.io.read_photo`); returns the photo and notes (only the
+    first frame of an animated GIF or multi-page TIFF read, a colour profile converted...)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", MultiFrameWarning)
+        photo = read_photo(src, max_pixels=max_pixels)
+    notes = [str(w.message).removeprefix(f"{src}: ")
+             for w in caught if issubclass(w.category, MultiFrameWarning)]
+    return photo, notes + photo.notes
+
+
+@dataclass
+class Rendered:
+    """A photo's outputs as pixels: ``portrait`` ``(H, W, 3)`` uint8, ``alpha`` ``(H, W)`` uint8
+    (``--save-alpha``), ``figure`` (``--stages``), and the pipeline's notes."""
+
+    portrait: np.ndarray
+    alpha: np.ndarray | None
+    figure: np.ndarray | None
+    notes: list[str]
+
+
+def render_photo(job: Job, photo: Photo, alpha: bool = False, stages: bool = False) -> Rendered:
+    """Run the pipeline on a decoded photo; ``alpha`` / ``stages``: also the matte / the figure."""
+    import torch
+    import torch.nn.functional as F
+
+    from portraitseg.pipeline import to_uint8
+    from portraitseg.sizing import long_side
+    from portraitseg.viz import STAGES_PANEL, stages_figure
+
+    rgb = photo.rgb
+    with torch.inference_mode():
+        image = torch.from_numpy(rgb).to(job.pipeline.device).permute(2, 0, 1)[None]  # uint8: scaled there
+        result = job.pipeline(image)
+        del image
+        portrait = to_uint8(result.portrait[0])
+        matte = to_uint8(result.alpha[0, 0]) if alpha else None
+        figure = None
+        if stages:
+            size = long_side(*rgb.shape[:2], STAGES_PANEL, upscale=False)
+            parse = F.interpolate(result.parse, size=size, mode="bilinear", align_corners=False)
+            label = parse[0].argmax(0).byte().cpu().numpy()
+            figure = stages_figure(rgb, label, result.alpha[0, 0].float().cpu().numpy(), portrait)
+    return Rendered(portrait, matte, figure, list(result.notes))
+
+
+def write_outputs(job: Job, photo: Photo, rendered: Rendered, out: Path, figure: Path | None,
+                  alpha: Path | None) -> list[str]:
+    """Encode and write a photo's outputs, all or none (:func:`portraitseg.io.atomic_write_all`):
+    the portrait keeps the photo's colour profile and transparency; returns notes on them."""
+    outputs = [(out, encode_image(out, rendered.portrait, job.quality, photo.icc_profile, photo.alpha))]
+    if alpha is not None and rendered.alpha is not None:
+        outputs.append((alpha, encode_image(alpha, rendered.alpha)))
+    if figure is not None and rendered.figure is not None:
+        outputs.append((figure, encode_image(figure, rendered.figure, job.quality, photo.icc_profile)))
+    atomic_write_all(outputs, check=check_image)
+    return output_notes(photo, out)
 
 
 def render_file(job: Job, src: Path, out: Path, figure: Path | None, alpha: Path | None = None) -> list[str]:
     """Render one photo into ``out`` (the stages figure into ``figure``, the 8-bit subject alpha
-    into ``alpha``); returns warnings (e.g. that only the first frame of an animated GIF or
-    multi-page TIFF was rendered, a fallback of the subject, how transparency was handled).
-
-    The photo's colour profile is embedded in the portrait and the figure (the pixels are
-    rendered in the photo's own colour space); a transparent photo is rendered composited on
-    :data:`portraitseg.io.TRANSPARENT_BACKGROUND` and its portrait keeps the photo's alpha.
-    All outputs of the photo are written together or none is
-    (:func:`portraitseg.io.atomic_write_all`)."""
-    import torch
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", MultiFrameWarning)
-        photo = read_photo(src, max_pixels=job.max_pixels)
-    notes = [str(w.message).removeprefix(f"{src}: ")
-             for w in caught if issubclass(w.category, MultiFrameWarning)] + photo.notes
-    with torch.inference_mode():
-        return notes + _render(job, photo, out, figure, alpha)
-
-
-def _render(job: Job, photo: Photo, out: Path, figure: Path | None, alpha_out: Path | None) -> list[str]:
-    import torch
-    import torch.nn.functional as F
-
-    rgb = photo.rgb
-    image = torch.from_numpy(rgb).to(job.device).permute(2, 0, 1)[None]  # uint8: the pipeline scales it
-    result = job.pipeline(image)
-    del image
-    from portraitseg.pipeline import to_uint8
-
-    notes = list(result.notes) + output_notes(photo, out)
-    portrait = to_uint8(result.portrait[0])
-    outputs = [(out, encode_image(out, portrait, job.quality, photo.icc_profile, photo.alpha))]
-    if alpha_out is not None:
-        outputs.append((alpha_out, encode_image(alpha_out, to_uint8(result.alpha[0, 0]))))
-    if figure is not None:
-        size = panel_size(*rgb.shape[:2])
-        label = F.interpolate(result.parse, size=size, mode="bilinear", align_corners=False)[0].argmax(0)
-        used = result.alpha[0, 0].float().cpu().numpy()
-        fig = stages_figure(rgb, label.byte().cpu().numpy(), used, portrait)
-        outputs.append((figure, encode_image(figure, fig, job.quality, photo.icc_profile)))
-    atomic_write_all(outputs, check=check_image)
-    return notes
+    into ``alpha``), in this thread; returns the warnings."""
+    photo, notes = read_input(src, job.max_pixels)
+    rendered = render_photo(job, photo, alpha is not None, figure is not None)
+    return notes + rendered.notes + write_outputs(job, photo, rendered, out, figure, alpha)
 
 
 def _error_text(err: BaseException) -> str:
@@ -714,6 +373,10 @@ def run(args: argparse.Namespace) -> int:
     """``portraitseg render``; returns the exit status."""
     import signal
 
+    from portraitseg.runtime import prefer_passive_wait
+
+    prefer_passive_wait()  # before PyTorch is imported: OpenMP reads it once
+
     def terminated(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt  # unwinds like Ctrl-C: the current photo's placeholders are removed
 
@@ -734,51 +397,91 @@ def run(args: argparse.Namespace) -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
-def build_job(args: argparse.Namespace) -> Job:
-    """Load the model(s) and the render preset of a command line; :class:`UsageError` if unusable.
+@dataclass
+class _Pending:
+    """A photo whose outputs are being written."""
 
-    The numeric options were range-checked by the parser (:func:`add_parser`)."""
-    device = pick_device(args.device)
-    model = load_model(args.ckpt, device, args.model_size)
-    if args.person_ckpt is not None and not args.person_ckpt.strip():
-        raise UsageError("--person-ckpt is empty: pass a 2-class person segmenter's checkpoint or "
-                         "weights file, or leave the option out")
-    person = load_model(args.person_ckpt, device, None) if args.person_ckpt else None
-    if person is not None and person.classes != 2:
-        raise UsageError(f"--person-ckpt {args.person_ckpt}: expected a 2-class person segmenter "
-                         f"(background, person), this one has {person.classes} classes")
-    keep = parse_keep(args.keep, model)
+    src: Path
+    paths: tuple[Path, Path | None, Path | None]
+    notes: list[str]
+    start: float
+    write: Future
 
-    overrides = {"strength": args.strength, "falloff": args.falloff, "feather": args.feather,
-                 "highlights": args.highlights}
-    if args.strength is not None:
-        overrides["sigma"] = None  # a preset's absolute sigma would override --strength
-    node = render_config(args.render, overrides)
-    if keep is None:  # the preset's: null (all but background), "hair,skin" or [hair, skin]
-        preset_keep = node.get("keep")
-        if preset_keep is None:
-            keep = tuple(range(1, model.classes))
-        else:
-            spec = preset_keep if isinstance(preset_keep, str) else ",".join(map(str, preset_keep))
-            keep = parse_keep(spec, model)
-    if max(keep) >= model.classes:
-        raise UsageError(f"--keep: class ids {keep} do not exist in this {model.classes}-class model")
-    renderer, preset_subject, _ = build_renderer(node, keep)
 
-    from portraitseg.pipeline import PipelineError, PortraitPipeline
+class _Run:
+    """The loop of a run: decode ahead, render here, write behind; report in input order."""
 
-    try:
-        pipeline = PortraitPipeline(
-            model.net, renderer, subject=args.subject or preset_subject, keep=keep, tta=args.tta,
-            model_size=model.size, person_model=None if person is None else person.net,
-            person_model_size=DEFAULT_MODEL_SIZE if person is None else person.size,
-            class_names=model.info.get("class_names") or None, max_pixels=args.max_pixels,
-        ).to(device).eval()
-    except PipelineError as err:
-        raise UsageError(str(err)) from None
-    for note in pipeline.notes:
-        _say(f"warning: {note}", file=sys.stderr)
-    return Job(model, pipeline, args.max_pixels, args.quality, device)
+    def __init__(self, args: argparse.Namespace, items: list[tuple[Path, Path]], outdir: Path) -> None:
+        self.args, self.items, self.outdir = args, items, outdir
+        self.failed = 0
+        self.reader = ThreadPoolExecutor(1, thread_name_prefix="portraitseg-read")
+        self.writer = ThreadPoolExecutor(1, thread_name_prefix="portraitseg-write")
+        self.reads: deque[Future] = deque()
+        self.writes: deque[_Pending] = deque()
+        self.next_read = 0
+
+    def read_ahead(self, max_pixels: int, count: int) -> None:
+        """Keep ``count`` decodes queued beyond the photo being rendered."""
+        while self.next_read < len(self.items) and len(self.reads) < count:
+            src = self.items[self.next_read][0]
+            self.reads.append(self.reader.submit(read_input, src, max_pixels))
+            self.next_read += 1
+
+    def fail(self, src: Path, err: BaseException) -> None:
+        self.failed += 1
+        where = "" if isinstance(err, (InputError, WriteError)) else f"{src}: "  # these name the file
+        _say(f"error: {where}{_error_text(err)}", file=sys.stderr)
+
+    def finish(self, namer: OutputNamer, keep: int) -> None:
+        """Report the written photos until at most ``keep`` writes are pending."""
+        while len(self.writes) > keep:
+            pending = self.writes.popleft()
+            try:
+                notes = pending.notes + pending.write.result()
+            except Exception as err:  # noqa: BLE001 - one bad file must not stop the others
+                namer.release(*pending.paths)
+                self.fail(pending.src, err)
+                continue
+            namer.written(*pending.paths)
+            for warning in notes:
+                _say(f"warning: {pending.src}: {warning}", file=sys.stderr)
+            if not self.args.quiet:
+                out, *extras = pending.paths
+                extra = "".join(f" + {p}" for p in extras if p is not None)
+                _say(f"{pending.src} -> {out}{extra} ({time.perf_counter() - pending.start:.2f} s)")
+
+    def render_all(self, job: Job, namer: OutputNamer, progress: Any, task: Any) -> None:
+        args = self.args
+        for src, rel in self.items:
+            if progress:
+                progress.update(task, description=src.name)
+            start = time.perf_counter()
+            read = self.reads.popleft()
+            self.read_ahead(job.max_pixels, READ_AHEAD)
+            paths: tuple[Path, Path | None, Path | None] | None = None
+            try:
+                photo, notes = read.result()
+                folder = self.outdir / rel
+                folder.mkdir(parents=True, exist_ok=True)
+                paths = namer.reserve(src, folder, args.stages, args.save_alpha)
+                rendered = render_photo(job, photo, args.save_alpha, args.stages)
+                write = self.writer.submit(write_outputs, job, photo, rendered, *paths)
+            except Exception as err:  # noqa: BLE001 - one bad file must not stop the others
+                if paths is not None:
+                    namer.release(*paths)
+                self.finish(namer, 0)  # earlier photos are reported first
+                self.fail(src, err)
+            else:
+                self.writes.append(_Pending(src, paths, notes + rendered.notes, start, write))
+                self.finish(namer, WRITE_BEHIND)
+            if progress:
+                progress.advance(task)
+        self.finish(namer, 0)
+
+    def close(self) -> None:
+        """Stop reading ahead; wait for a write in progress (a file is never left half-written)."""
+        self.reader.shutdown(wait=True, cancel_futures=True)
+        self.writer.shutdown(wait=True, cancel_futures=True)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -791,51 +494,37 @@ def _run(args: argparse.Namespace) -> int:
         what = ", ".join(repr(s) for s in missing) if missing else "the given folders hold no images"
         raise UsageError(f"no input images: nothing matched {what} (image suffixes: "
                          f"{' '.join(IMAGE_SUFFIXES)}; use --recursive for sub-folders)")
-    job = build_job(args)
+    loop = _Run(args, items, outdir)
     try:
-        outdir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UsageError(f"-o {outdir}: cannot create the output folder ({err.strerror or err})") from None
-
-    namer = OutputNamer([p for p, _ in items], args.overwrite)
-    for spec in missing:
-        _say(f"error: {spec}: no such file, folder or matching pattern", file=sys.stderr)
-    failed = len(missing)
-    start = time.perf_counter()
-    progress = _progress(len(items), args.quiet)
-    task = progress.add_task("", total=len(items)) if progress else None
-    if progress:
-        progress.start()
-    try:
-        for src, rel in items:
-            if progress:
-                progress.update(task, description=src.name)
-            t0 = time.perf_counter()
-            try:
-                folder = outdir / rel
-                folder.mkdir(parents=True, exist_ok=True)
-                out, figure, alpha = namer.reserve(src, folder, args.stages, args.save_alpha)
-                notes = render_file(job, src, out, figure, alpha)
-                namer.written(out, figure, alpha)
-            except Exception as err:  # noqa: BLE001 - one bad file must not stop the others
-                namer.release()
-                failed += 1
-                # InputError and WriteError messages start with the file name already
-                where = "" if isinstance(err, (InputError, WriteError)) else f"{src}: "
-                _say(f"error: {where}{_error_text(err)}", file=sys.stderr)
-            else:
-                for warning in notes:
-                    _say(f"warning: {src}: {warning}", file=sys.stderr)
-                if not args.quiet:
-                    extra = "".join(f" + {p}" for p in (figure, alpha) if p is not None)
-                    _say(f"{src} -> {out}{extra} ({time.perf_counter() - t0:.2f} s)")
-            if progress:
-                progress.advance(task)
-    finally:
-        namer.release()  # an interrupted run leaves no empty placeholder behind
+        loop.read_ahead(args.max_pixels, 1)  # the first photo is decoded while PyTorch is imported
+        job = build_job(args)
+        for note in job.notes:
+            _say(f"warning: {note}", file=sys.stderr)
+        try:
+            outdir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UsageError(f"-o {outdir}: cannot create the output folder "
+                             f"({err.strerror or err})") from None
+        namer = OutputNamer([p for p, _ in items], args.overwrite)
+        for spec in missing:
+            _say(f"error: {spec}: no such file, folder or matching pattern", file=sys.stderr)
+        loop.failed = len(missing)
+        start = time.perf_counter()
+        progress = _progress(len(items), args.quiet)
+        task = progress.add_task("", total=len(items)) if progress else None
         if progress:
-            progress.stop()
+            progress.start()
+        try:
+            loop.render_all(job, namer, progress, task)
+        finally:
+            loop.close()
+            namer.release()  # an interrupted run leaves no empty placeholder behind
+            if progress:
+                progress.stop()
+    finally:
+        loop.close()
     total = len(items) + len(missing)
+    failed = loop.failed
     if not args.quiet or failed:
         _say(f"rendered {total - failed} of {total} input(s) into {outdir} in "
              f"{time.perf_counter() - start:.1f} s"
@@ -933,6 +622,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                            help="average with the mirrored image's segmentation")
     run_group.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                            help="auto: cuda if available (default)")
+    run_group.add_argument("--threads", type=int_in(1), metavar="N",
+                           help="CPU threads of the model and the render (default: one per usable core, "
+                                "or OMP_NUM_THREADS)")
     run_group.add_argument("--max-pixels", type=int_in(1), default=DEFAULT_MAX_PIXELS, metavar="N",
                            help=f"refuse larger photos (default: {DEFAULT_MAX_PIXELS:,})")
     run_group.add_argument("-q", "--quiet", action="store_true", help="print errors and warnings only")

@@ -114,7 +114,9 @@ class SegmentationModule(L.LightningModule):
         render = dict(render)
         if render.get("keep") is None and num_classes != NUM_CLASSES:
             render["keep"] = list(range(1, num_classes))  # every non-background class
-        return instantiate(render)
+        from portraitseg.presets import build_renderer
+
+        return build_renderer(render, "render")
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Image ``(B, 3, H, W)`` in [0, 1] -> logits ``(B, K, H, W)``."""

@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from portraitseg.classes import CLASS_NAMES, NUM_CLASSES, SUBJECT_CLASSES
 from portraitseg.render.alpha import check_keep, check_range
 from portraitseg.render.blur import check_blur_input
+from portraitseg.sizing import long_side
 from portraitseg.subject.alpha import class_masks, combine_alpha, parse_alpha
 
 #: Defaults of :func:`person_alpha` (192 px / 2 iterations: see experiments/person/results.md).
@@ -121,12 +122,6 @@ def check_person_options(*, work_size: int, min_face: float, iterations: int, sh
         raise ValueError(f"person option shoulder_width={shoulder_width!r} must be > 0 (face widths)")
     if not margin >= 0:
         raise ValueError(f"person option margin={margin!r} must be >= 0 (face widths)")
-
-
-def working_size(height: int, width: int, work_size: int) -> tuple[int, int]:
-    """``(h, w)`` of the working grid: long side ``min(work_size, max(H, W))``, aspect kept."""
-    scale = min(1.0, work_size / max(height, width))
-    return max(1, round(height * scale)), max(1, round(width * scale))
 
 
 def resize_tensor(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -409,7 +404,7 @@ def person_alpha(
         )
     check_range(probs, "probs", hint="; pass softmax probabilities, not logits")
     keep = check_keep(keep, probs.shape[1])
-    size = working_size(image.shape[-2], image.shape[-1], int(work_size))
+    size = long_side(image.shape[-2], image.shape[-1], int(work_size), upscale=False)
     with torch.no_grad():
         small = _small_image(image, size)
         pw = resize_tensor(probs.detach().float(), size).clamp(0.0, 1.0)
@@ -505,10 +500,10 @@ def person_alpha_from_model(
         ``(alpha (B, 1, h', w'), warnings)``; a warning when the model finds no person.
     """
     check_blur_input(image)
-    size = working_size(image.shape[-2], image.shape[-1], int(work_size))
+    size = long_side(image.shape[-2], image.shape[-1], int(work_size), upscale=False)
     with torch.no_grad():
         if isinstance(person, torch.nn.Module):
-            model_size = working_size(image.shape[-2], image.shape[-1], int(input_size))
+            model_size = long_side(image.shape[-2], image.shape[-1], int(input_size), upscale=False)
             x = _small_image(image, model_size)
             param = next(person.parameters(), None)
             if param is not None:

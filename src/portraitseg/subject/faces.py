@@ -2,7 +2,7 @@
 
 The finder is MTCNN (Zhang et al. 2016: a cascade of three small CNNs, P-Net on an image pyramid,
 R-Net and O-Net on the candidate crops), reimplemented here in PyTorch, batched, with
-``torchvision.ops`` for the crops (``roi_align``) and the non-maximum suppression. Its weights
+:mod:`portraitseg.boxes` for the crops (``roi_align``) and the non-maximum suppression. Its weights
 (0.5 M parameters, 2 MB) ship in the package (``weights/mtcnn.pt``, converted from the MIT-licensed
 facenet-pytorch 2.6.0 wheel; see ``weights/MTCNN_LICENSE.md``): nothing is downloaded. Unlike the
 face parser's head classes, it is trained to tell faces from non-faces, so textured backgrounds
@@ -173,8 +173,7 @@ class MTCNN(nn.Module):
         return out
 
     def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
-        from torchvision.ops import batched_nms
-
+        from portraitseg.boxes import batched_nms
         from portraitseg.render.person import resize_tensor
 
         b, _, h, w = image.shape
@@ -244,7 +243,7 @@ def _crop(levels: list[tuple[float, torch.Tensor]], boxes: torch.Tensor, owner: 
     """``(N, 3, size, size)`` crops of ``boxes`` ``(N, 4)`` (photo pixels) from the photos ``owner``
     ``(N,)``, each from the coarsest of ``levels`` (:func:`_levels`) where it still spans
     ``2 * size`` pixels, averaging over each output pixel's footprint; outside the photo is black."""
-    from torchvision.ops import roi_align
+    from portraitseg.boxes import roi_align
 
     side = (boxes[:, 2:] - boxes[:, :2]).amax(1)
     pick = torch.zeros(len(boxes), dtype=torch.long, device=boxes.device)
