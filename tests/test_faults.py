@@ -208,7 +208,7 @@ def test_atomic_save_failure_mid_write_keeps_previous(tmp_path, monkeypatch):
         f.write(b"PK\x03\x04 half a checkpoint")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(cb.torch, "save", broken_save)
+    monkeypatch.setattr(torch, "save", broken_save)
     with pytest.raises(OSError, match="No space left"):
         atomic_torch_save({"step": 2, "w": torch.zeros(1000)}, target)
     assert torch.load(target, weights_only=True)["step"] == 1
