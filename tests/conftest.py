@@ -1,4 +1,5 @@
-"""Shared fixtures: the real HELEN* copy (skipped visibly when absent) and tiny on-disk layouts."""
+"""Shared fixtures: the real HELEN* copy (skipped visibly when absent), tiny on-disk layouts and
+the tiny training run's overrides (``from conftest import TINY``)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,19 @@ os.environ.setdefault("WANDB_MODE", "offline")
 
 REPO = Path(__file__).resolve().parents[1]
 HELENSTAR = Path(os.environ.get("PORTRAITSEG_HELENSTAR", REPO.parent / "shared" / "data" / "helenstar"))
+
+#: Hydra overrides of a tiny, fast training run: a 0.46 M-parameter timm encoder, no pretrained
+#: weights needed, one epoch of 2 steps and 1 validation batch, no progress bar.
+TINY_MODEL = ["model=fcn_mobilenet_v2", "model.encoder_name=tu-mobilenetv3_small_050"]
+TINY_TRAINER = [
+    "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+    "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false", "~callbacks.progress_bar", "scheduler.warmup_steps=1",
+    "module.num_log_images=2",
+]
+#: ... on 8 synthetic 64 px portraits, batch 2 (append overrides to change a value: the last wins)
+TINY = ["data=synthetic", "data.synthetic.n=8", "data.synthetic.size=64", "data.image_size=64",
+        "data.batch_size=2", *TINY_MODEL, *TINY_TRAINER]
 
 
 @pytest.fixture(scope="session")

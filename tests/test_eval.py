@@ -14,6 +14,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
+from conftest import TINY
 from portraitseg.classes import CLASS_NAMES
 from portraitseg.cli import config_dir
 from portraitseg.cli.eval import EvalConfigError, evaluate
@@ -23,13 +24,7 @@ from portraitseg.models.checkpoint import export_weights
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = ["data=synthetic", "data.synthetic.n=10", "data.synthetic.size=64", "data.batch_size=2"]
-TRAIN = [
-    *DATA, "data.image_size=64", "model=fcn_mobilenet_v2",
-    "model.encoder_name=tu-mobilenetv3_small_050", "trainer.max_epochs=1",
-    "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
-    "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false", "~callbacks.progress_bar",
-]
+TRAIN = [*TINY, *DATA]  # the tiny run of conftest on the evaluated data
 QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 
 

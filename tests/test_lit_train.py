@@ -9,18 +9,9 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from conftest import TINY
 from portraitseg.cli import config_dir
 from portraitseg.cli.train import train
-
-#: a tiny, fast run: 8 synthetic 64 px portraits, a 0.46 M-parameter timm encoder, 2 steps/epoch
-TINY = [
-    "data=synthetic", "data.synthetic.n=8", "data.synthetic.size=64", "data.image_size=64",
-    "data.batch_size=2", "model=fcn_mobilenet_v2", "model.encoder_name=tu-mobilenetv3_small_050",
-    "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
-    "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false", "~callbacks.progress_bar", "scheduler.warmup_steps=1",
-    "module.num_log_images=2",
-]
 
 
 def train_config(root: Path, run: str, *overrides: str):

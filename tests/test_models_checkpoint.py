@@ -12,6 +12,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from conftest import TINY
 from portraitseg.cli import config_dir
 from portraitseg.cli.train import train
 from portraitseg.data.synthetic import make_sample
@@ -24,14 +25,6 @@ from portraitseg.models.checkpoint import (
     load_segmenter,
     resolve_model_path,
 )
-
-TINY = [
-    "data=synthetic", "data.synthetic.n=8", "data.synthetic.size=64", "data.image_size=64",
-    "data.batch_size=2", "model=fcn_mobilenet_v2", "model.encoder_name=tu-mobilenetv3_small_050",
-    "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
-    "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false", "~callbacks.progress_bar",
-]
 
 
 @pytest.fixture(scope="module")

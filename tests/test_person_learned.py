@@ -12,6 +12,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
+from conftest import TINY_MODEL, TINY_TRAINER
 from portraitseg.classes import CLASS_NAMES, NUM_CLASSES
 from portraitseg.cli import config_dir
 from portraitseg.cli.train import train
@@ -24,15 +25,9 @@ from portraitseg.render.person import load_person_model, person_alpha_from_model
 REPO = Path(__file__).resolve().parents[1]
 EXPORTER = REPO / "experiments" / "person" / "export_person_masks.py"
 
-#: a tiny, fast run (as tests/test_lit_train.py): 64 px, a 0.46 M-parameter encoder, 3 steps
-TINY = [
-    "data.image_size=64", "data.batch_size=4", "data.num_workers=0", "data.persistent_workers=false",
-    "model=fcn_mobilenet_v2", "model.encoder_name=tu-mobilenetv3_small_050", "model.classes=2",
-    "trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1",
-    "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false", "~callbacks.progress_bar", "scheduler.warmup_steps=1",
-    "module.num_log_images=2",
-]
+#: the tiny run of conftest on the person masks: 2 classes, batch 4, 3 steps
+TINY = [*TINY_MODEL, *TINY_TRAINER, "model.classes=2", "data.image_size=64", "data.batch_size=4",
+        "data.num_workers=0", "data.persistent_workers=false", "trainer.limit_train_batches=3"]
 
 
 def face_ckpt(path: Path) -> Path:

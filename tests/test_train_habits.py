@@ -13,21 +13,15 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from conftest import TINY as TINY_RUN
 from portraitseg.cli import config_dir
 from portraitseg.cli.extras import ExtrasError, apply_extras
 from portraitseg.cli.train import train
 from portraitseg.lit.callbacks import remove_stale_temporaries
 
 REPO = Path(__file__).resolve().parents[1]
-#: a tiny run (as tests/test_lit_train.py): the Trainer keys below need no `+` any more
-TINY = [
-    "data=synthetic", "data.synthetic.n=8", "data.synthetic.size=64", "data.image_size=64",
-    "data.batch_size=2", "model=fcn_mobilenet_v2", "model.encoder_name=tu-mobilenetv3_small_050",
-    "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
-    "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false", "~callbacks.progress_bar", "scheduler.warmup_steps=1",
-    "module.num_log_images=0", "logger=csv",
-]
+#: the tiny run of conftest, no image grids, CSV logger (the Trainer keys need no `+` any more)
+TINY = [*TINY_RUN, "module.num_log_images=0", "logger=csv"]
 
 
 def config(root: Path, *overrides: str, tiny: bool = True):

@@ -234,11 +234,13 @@ def main() -> None:
 
     import torch
 
+    from portraitseg.cli.render import default_model_path
+
     jobs = build_jobs(arms, args.threads)
     new = jobs["pipeline"]
     results: dict = {"machine": {"cpu_count": os.cpu_count(), "threads": args.threads,
                                  "platform": platform.platform(), "torch": torch.__version__,
-                                 "model": str(new.model.info.get("path")),
+                                 "model": str(default_model_path()),
                                  "person_head": bool(new.pipeline.person_head)},
                      "runs": args.runs, "sizes": {}}
     for size in args.sizes:

@@ -52,7 +52,7 @@ def main() -> None:
     for c in COLUMNS:
         ax.plot([r["total_step"] for r in rows], [r[c] for r in rows], marker="o", label=c,
                 linewidth=2.5 if c == "f1_overall" else 1)
-    for r0, r1 in zip(rows, rows[1:]):
+    for r0, r1 in zip(rows, rows[1:], strict=False):
         if r1["stage"] != r0["stage"]:
             ax.axvline(r0["total_step"], color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel("optimizer steps (batch 8); dotted: next stage")

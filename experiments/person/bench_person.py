@@ -4,6 +4,7 @@
     OMP_NUM_THREADS=2 nice -n 10 python experiments/person/bench_person.py ablation [--n 16]
     OMP_NUM_THREADS=2 nice -n 10 python experiments/person/bench_person.py timing [--runs 7]
     OMP_NUM_THREADS=2 nice -n 10 python experiments/person/bench_person.py figure
+    python experiments/person/bench_person.py quality --n 2 --size 128 --out-dir /tmp/person   # smoke test
 
 quality: synthetic portraits (seed 1, not the training seed 0). Ground truth = the clean
 background blurred by the renderer (alpha 0, same preset, no falloff) with the whole-person
@@ -205,7 +206,7 @@ def figure(args: argparse.Namespace) -> dict:
     gap = np.full((tile, 4, 3), 255, np.uint8)
     rows = [np.concatenate([t for img in row for t in (img, gap)][:-1], 1) for row in (top, bottom)]
     grid = np.concatenate([rows[0], np.full((4, rows[0].shape[1], 3), 255, np.uint8), rows[1]], 0)
-    path = HERE / "person_vs_face.png"
+    path = args.out_dir / "person_vs_face.png"
     cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])
     print(f"wrote {path} ({path.stat().st_size / 1e3:.0f} kB)")
     return {"photos": [p.split()[0] for p in pairs], "warnings": notes, "bytes": path.stat().st_size}
@@ -224,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--photos", type=int, default=6)
     parser.add_argument("--tile", type=int, default=176)
+    parser.add_argument("--out-dir", type=Path, default=HERE,
+                        help="folder of results_<what>.json and the figure (default: next to this script)")
     args = parser.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch "
@@ -232,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {"what": args.what, "argv": sys.argv[1:], "machine": machine}
     task = {"quality": quality, "ablation": ablation, "timing": timing, "figure": figure}[args.what]
     result.update(task(args))
-    out = HERE / f"results_{args.what}{'_pred' if getattr(args, 'ckpt', None) else ''}.json"
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    out = args.out_dir / f"results_{args.what}{'_pred' if getattr(args, 'ckpt', None) else ''}.json"
     out.write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
     return 0

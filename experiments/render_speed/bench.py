@@ -20,6 +20,8 @@ presets (``conf/render/*.yaml``) at both sizes, from class probabilities at 384x
 
     .venv/bin/python experiments/render_speed/bench.py --threads 2 --runs 5 \
         --out experiments/render_speed/results.json
+    .venv/bin/python experiments/render_speed/bench.py --sizes 256x192 --runs 1 --skip memory \
+        --out /tmp/render_speed.json                                          # smoke test
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import cv2
 import numpy as np
 import torch
 
-SIZES = {"1024x1024": (1024, 1024), "4000x3000": (3000, 4000)}
+SIZES = {"1024x1024": (1024, 1024), "4000x3000": (3000, 4000)}  # name: (height, width)
 SIGMAS = (8.0, 16.0, 32.0)
 PLAIN = {"refine": 0.0, "feather": 0.0, "falloff": 0.0, "highlights": 0.0}
 REPO = Path(__file__).resolve().parents[2]
@@ -123,9 +125,9 @@ def reference(img: np.ndarray, alpha: np.ndarray, sigma: float) -> np.ndarray:
     return a * img64 + (1 - a) * blurred
 
 
-def time_grid(runs: int, only: list[str] | None) -> list[dict]:
+def time_grid(runs: int, only: list[str] | None, sizes: dict[str, tuple[int, int]]) -> list[dict]:
     rows = []
-    for size_name, (h, w) in SIZES.items():
+    for size_name, (h, w) in sizes.items():
         img, alpha = photo(h, w), subject_alpha(h, w)
         for sigma in SIGMAS:
             fns = methods(img, alpha, sigma)
@@ -160,13 +162,13 @@ def time_grid(runs: int, only: list[str] | None) -> list[dict]:
     return rows
 
 
-def time_presets(runs: int) -> list[dict]:
+def time_presets(runs: int, sizes: dict[str, tuple[int, int]]) -> list[dict]:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
     rows = []
     presets = sorted(p.stem for p in (REPO / "conf" / "render").glob("*.yaml"))
-    for size_name, (h, w) in SIZES.items():
+    for size_name, (h, w) in sizes.items():
         x = torch.from_numpy(photo(h, w)).permute(2, 0, 1)[None].contiguous()
         # probabilities at a model's resolution (long side 512), as the CLI passes them
         small = torch.from_numpy(subject_alpha(384, 512) if w > h else subject_alpha(512, 512))[None, None]
@@ -289,12 +291,20 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--only", nargs="*", help="subset of methods (opencv kornia ours ours-exact)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["grid", "presets", "memory"])
+    parser.add_argument("--sizes", nargs="+", default=list(SIZES), metavar="WxH",
+                        help="photo sizes of the grid and the presets (default: %(default)s)")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
         memory_child(args.memory_child, args.threads)
         return
+    sizes = {}
+    for name in args.sizes:
+        w, _, h = name.partition("x")
+        if not (w.isdigit() and h.isdigit()):
+            parser.error(f"--sizes {name}: expected WIDTHxHEIGHT, e.g. 1024x768")
+        sizes[name] = (int(h), int(w))
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
     info = {
@@ -305,9 +315,9 @@ def main() -> None:
     print(json.dumps(info), flush=True)
     result = {"info": info}
     if "grid" not in args.skip:
-        result["grid"] = time_grid(args.runs, args.only)
+        result["grid"] = time_grid(args.runs, args.only, sizes)
     if "presets" not in args.skip:
-        result["presets"] = time_presets(args.runs)
+        result["presets"] = time_presets(args.runs, sizes)
     if "memory" not in args.skip:
         result["memory"] = memory(args.threads)
     result["info"]["load_avg_after"] = os.getloadavg()
