@@ -203,11 +203,11 @@ def test_an_interrupted_run_is_completed(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(index, *args, **kwargs)
 
-    monkeypatch.setattr(synthetic, "make_sample", crash_on_second)
+    monkeypatch.setattr(synthetic.files, "make_sample", crash_on_second)  # what generate() calls
     with pytest.raises(KeyboardInterrupt):
         generate(root, n=3, size=48)
     assert read_manifest(root)["complete"] is False and verify(root)
-    monkeypatch.setattr(synthetic, "make_sample", real)
+    monkeypatch.setattr(synthetic.files, "make_sample", real)
     ensure_synthetic(root, n=3, size=48)  # our half-written files are not "someone else's"
     assert verify(root) == []
 

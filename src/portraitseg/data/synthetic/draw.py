@@ -1,59 +1,28 @@
-"""Deterministic procedural portraits in the HELEN* layout, with their compositing layers.
-
-Each sample is a person (face, hair, neck, shoulders, clothes) over a detailed background, drawn
-as a stack of antialiased layers. Besides the image and its Helen label map, the generator keeps
-the ground truth a portrait renderer is measured against: the clean background and the whole
-person as an RGBA foreground with a soft alpha (soft at the hair). ``image`` is exactly the
-composite of the stored layers::
-
-    image = round(fg * alpha / 255 + background * (1 - alpha / 255))
-
-Labels follow Helen: neck, shoulders and clothes belong to the foreground layer but are labelled
-background (0); every other pixel gets the class whose visible coverage is largest (the argmax of
-the per-class layer weights after compositing), so a hair pixel is one where hair covers more than
-half of it, an eye pixel one where the eye covers more than half of the skin, and so on.
-
-On disk (see :func:`generate`)::
-
-    <root>/train.txt, test.txt                   "<image> <label>" per line, relative to <root>
-    <root>/{train,test}/images/synth_<i>.png      RGB image (PNG: lossless, byte-reproducible)
-    <root>/{train,test}/labels/synth_<i>.png      8-bit class ids 0..10
-    <root>/layers/background/synth_<i>.png        RGB background without the person
-    <root>/layers/foreground/synth_<i>.png        RGBA person, straight (not premultiplied) alpha
-    <root>/manifest.json                          parameters + sha256 of every file above
-
-Sample ``i`` depends only on ``(seed, i, size)``: the same seed gives byte-identical files (on the
-same numpy / OpenCV / zlib builds), and growing ``n`` keeps the images already generated.
-"""
+"""Drawing one synthetic portrait: a detailed background and a person (face, hair, neck, shoulders,
+clothes) as a stack of antialiased layers, composited into the image, its Helen labels and its
+ground-truth layers (:func:`make_sample`)."""
 
 from __future__ import annotations
 
-import argparse
-import hashlib
-import io
-import json
-import logging
-import os
-import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-import cv2
 import numpy as np
-from PIL import Image
 
 from portraitseg.classes import CLASS_NAMES, NUM_CLASSES
-from portraitseg.io import atomic_write, sha256_file
-
-log = logging.getLogger(__name__)
+from portraitseg.data.synthetic.shapes import (
+    below,
+    circle,
+    cov,
+    ellipse,
+    hsv,
+    rotate,
+    square_wave,
+    value_noise,
+)
 
 #: Bumped whenever the drawing changes, so a cached dataset from an older generator is replaced.
 GENERATOR_VERSION = 1
-MANIFEST_NAME = "manifest.json"
-_GENERATOR = "portraitseg.data.synthetic"
-DEFAULT_ROOT = Path("data/synthetic")
 MIN_SIZE, MAX_SIZE = 32, 4096
 
 _SKIN = 1
@@ -95,63 +64,6 @@ class SyntheticSample:
         return self.foreground[..., 3].astype(np.float32) / 255.0
 
 
-# --------------------------------------------------------------------------------------------
-# Signed distances (pixels, negative inside) and coverage.
-
-
-def _cov(sd: np.ndarray, width: float = 1.0) -> np.ndarray:
-    """Coverage in [0, 1] of a shape from its signed distance: a ``width``-pixel linear ramp."""
-    return np.clip(0.5 - sd / width, 0.0, 1.0)
-
-
-def _ellipse(x: np.ndarray, y: np.ndarray, rx: float, ry: float) -> np.ndarray:
-    """Approximate signed distance to an axis-aligned ellipse centred at the origin."""
-    k0 = np.sqrt((x / rx) ** 2 + (y / ry) ** 2)
-    k1 = np.sqrt((x / rx**2) ** 2 + (y / ry**2) ** 2)
-    return k0 * (k0 - 1.0) / np.maximum(k1, 1e-6)
-
-
-def _circle(x: np.ndarray, y: np.ndarray, r: float) -> np.ndarray:
-    return np.sqrt(x * x + y * y) - r
-
-
-def _below(x: np.ndarray, y: np.ndarray, f, df) -> np.ndarray:
-    """Signed distance to the region under the graph ``y = f(x)`` (y grows downwards)."""
-    return (f(x) - y) / np.sqrt(1.0 + df(x) ** 2)
-
-
-def _rotate(x: np.ndarray, y: np.ndarray, angle: float) -> tuple[np.ndarray, np.ndarray]:
-    c, s = float(np.cos(angle)), float(np.sin(angle))
-    return c * x + s * y, -s * x + c * y
-
-
-def _square_wave(t: np.ndarray, period: float) -> np.ndarray:
-    """Antialiased 0/1 square wave of ``t`` (pixels) with the given period."""
-    return np.clip(np.sin(2 * np.pi * t / period) * period / (2 * np.pi) + 0.5, 0.0, 1.0)
-
-
-def _value_noise(rng: np.random.Generator, shape: tuple[int, int], cells: int,
-                 channels: int = 1) -> np.ndarray:
-    """Smooth noise in [-1, 1]: a ``cells``-wide random grid upsampled bicubically."""
-    h, w = shape
-    ch, cw = max(2, round(cells * h / max(h, w))), max(2, round(cells * w / max(h, w)))
-    grid = rng.uniform(-1, 1, (ch, cw, channels)).astype(np.float32)
-    out = cv2.resize(grid, (w, h), interpolation=cv2.INTER_CUBIC)
-    return out.reshape(h, w, channels) if channels > 1 else out.reshape(h, w)
-
-
-def _hsv(h: float, s: float, v: float) -> np.ndarray:
-    """An RGB colour in [0, 255] from hue in [0, 1), saturation and value in [0, 1]."""
-    i = int(h * 6) % 6
-    f = h * 6 - int(h * 6)
-    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
-    rgb = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i]
-    return np.array(rgb, dtype=np.float32) * 255.0
-
-
-# --------------------------------------------------------------------------------------------
-# Drawing.
-
 
 class _Canvas:
     """The pixel grid of one sample and rectangular windows into it."""
@@ -190,28 +102,28 @@ def _background(rng: np.random.Generator, cv: _Canvas) -> np.ndarray:
     """A detailed scene ``(H, W, 3)`` float in [0, 255]: gradient + textures + highlights."""
     h, w, xx, yy = cv.h, cv.w, cv.xx, cv.yy
     s = min(h, w)
-    c1 = _hsv(rng.random(), rng.uniform(0.05, 0.7), rng.uniform(0.25, 0.95))
-    c2 = _hsv(rng.random(), rng.uniform(0.05, 0.7), rng.uniform(0.15, 0.9))
+    c1 = hsv(rng.random(), rng.uniform(0.05, 0.7), rng.uniform(0.25, 0.95))
+    c2 = hsv(rng.random(), rng.uniform(0.05, 0.7), rng.uniform(0.15, 0.9))
     ang = float(rng.uniform(0, 2 * np.pi))
     t = (np.cos(ang) * (xx - w / 2) + np.sin(ang) * (yy - h / 2)) / (0.75 * max(h, w)) + 0.5
     t = np.clip(t, 0, 1)[..., None]
     bg = c1 * (1 - t) + c2 * t
 
     # Low-frequency colour noise (walls, foliage) and fine grain (paper, fabric).
-    bg += 30 * _value_noise(rng, (h, w), int(rng.integers(3, 7)), 3)
-    bg += rng.uniform(8, 22) * _value_noise(rng, (h, w), int(rng.integers(12, 33)), 1)[..., None]
+    bg += 30 * value_noise(rng, (h, w), int(rng.integers(3, 7)), 3)
+    bg += rng.uniform(8, 22) * value_noise(rng, (h, w), int(rng.integers(12, 33)), 1)[..., None]
 
     kinds = rng.permutation(["stripes", "checker", "blocks", "lines"])[: rng.integers(1, 4)]
     for kind in kinds:
-        colour = _hsv(rng.random(), rng.uniform(0, 0.8), rng.uniform(0.1, 1.0))
+        colour = hsv(rng.random(), rng.uniform(0, 0.8), rng.uniform(0.1, 1.0))
         opacity = rng.uniform(0.35, 0.9)
         if kind == "stripes":
             a = float(rng.uniform(0, np.pi))
-            m = _square_wave(np.cos(a) * xx + np.sin(a) * yy, rng.uniform(0.04, 0.14) * s)
+            m = square_wave(np.cos(a) * xx + np.sin(a) * yy, rng.uniform(0.04, 0.14) * s)
         elif kind == "checker":
-            x, y = _rotate(xx, yy, rng.uniform(-0.4, 0.4))
+            x, y = rotate(xx, yy, rng.uniform(-0.4, 0.4))
             p = rng.uniform(0.06, 0.16) * s
-            m = np.abs(_square_wave(x, p) - _square_wave(y, p))
+            m = np.abs(square_wave(x, p) - square_wave(y, p))
         elif kind == "blocks":  # windows, frames, shelves
             m = np.zeros((h, w), np.float32)
             for _ in range(rng.integers(3, 9)):
@@ -221,14 +133,14 @@ def _background(rng: np.random.Generator, cv: _Canvas) -> np.ndarray:
                 sl = cv.window(cx, cy, rx + 1, ry + 1)
                 if sl is not None:
                     d = np.maximum(np.abs(xx[sl] - cx) - rx, np.abs(yy[sl] - cy) - ry)
-                    m[sl] = np.maximum(m[sl], _cov(d) * strength)
+                    m[sl] = np.maximum(m[sl], cov(d) * strength)
         else:  # thin lines (cables, edges)
             m = np.zeros((h, w), np.float32)
             for _ in range(rng.integers(2, 7)):
                 a = float(rng.uniform(0, np.pi))
                 off, half = rng.uniform(-0.5, 0.5) * s, rng.uniform(0.3, 1.5)
                 d = np.abs(np.cos(a) * (xx - w / 2) + np.sin(a) * (yy - h / 2) - off)
-                m = np.maximum(m, _cov(d - half))
+                m = np.maximum(m, cov(d - half))
         m = (m * opacity)[..., None]
         bg = bg * (1 - m) + colour * m
 
@@ -240,7 +152,7 @@ def _background(rng: np.random.Generator, cv: _Canvas) -> np.ndarray:
         tint = np.array([255, rng.uniform(215, 255), rng.uniform(160, 255)], np.float32)
         sl = cv.window(cx, cy, r + 1)
         if sl is not None:
-            glow = (_cov(_circle(xx[sl] - cx, yy[sl] - cy, r)) * strength)[..., None]
+            glow = (cov(circle(xx[sl] - cx, yy[sl] - cy, r)) * strength)[..., None]
             bg[sl] = bg[sl] * (1 - glow) + tint * glow
     return np.clip(bg, 0, 255)
 
@@ -284,7 +196,7 @@ def _person(rng: np.random.Generator, cv: _Canvas) -> list[_Layer]:
     lx, ly, lz = lx / norm, ly / norm, lz / norm
     exposure = rng.uniform(0.85, 1.1)
     blush_amount = rng.uniform(0, 0.12)
-    skin_noise = _value_noise(rng, (h, w), 24)
+    skin_noise = value_noise(rng, (h, w), 24)
     layers: list[_Layer] = []
 
     def skin_at(sl, u, v):
@@ -305,24 +217,24 @@ def _person(rng: np.random.Generator, cv: _Canvas) -> list[_Layer]:
     sw = a * rng.uniform(1.7, 2.6)
     drop = b * rng.uniform(0.2, 0.45)
     torso = _Frame(neck_x, sh_y, 0.3 * tilt)
-    cloth = _hsv(rng.random(), rng.uniform(0.1, 0.9), rng.uniform(0.15, 0.9))
-    cloth2 = _hsv(rng.random(), rng.uniform(0, 0.9), rng.uniform(0.2, 1.0))
+    cloth = hsv(rng.random(), rng.uniform(0.1, 0.9), rng.uniform(0.15, 0.9))
+    cloth2 = hsv(rng.random(), rng.uniform(0, 0.9), rng.uniform(0.2, 1.0))
     pattern, p_size, p_skew = rng.integers(4), rng.uniform(0.04, 0.11) * s, rng.uniform(-0.2, 0.2)
-    folds = 1 + 0.12 * _value_noise(rng, (h, w), 6)
+    folds = 1 + 0.12 * value_noise(rng, (h, w), 6)
     y0 = max(0, int(sh_y - 0.2 * sw - 2))
     if y0 < h:
         sl = (slice(y0, h), slice(0, w))
         tu, tv = torso.coords(cv, sl)
-        top = _below(tu, tv, lambda x: drop * np.minimum((x / sw) ** 2, 1.5),
+        top = below(tu, tv, lambda x: drop * np.minimum((x / sw) ** 2, 1.5),
                      lambda x: np.where((x / sw) ** 2 < 1.5, 2 * drop * x / sw**2, 0.0))
         side = np.abs(tu) - (sw * 1.08 + 0.35 * np.maximum(tv, 0))
-        body = _cov(np.maximum(top, side))
+        body = cov(np.maximum(top, side))
         if pattern == 1:
-            m = _square_wave(tv + p_skew * tu, p_size)
+            m = square_wave(tv + p_skew * tu, p_size)
         elif pattern == 2:
-            m = np.abs(_square_wave(tu, p_size) - _square_wave(tv, p_size))
+            m = np.abs(square_wave(tu, p_size) - square_wave(tv, p_size))
         elif pattern == 3:
-            m = _cov(_circle((tu % p_size) - p_size / 2, (tv % p_size) - p_size / 2,
+            m = cov(circle((tu % p_size) - p_size / 2, (tv % p_size) - p_size / 2,
                              p_size * 0.2))
         else:
             m = np.zeros_like(tu)
@@ -349,7 +261,7 @@ def _person(rng: np.random.Generator, cv: _Canvas) -> list[_Layer]:
     outline, strands = outline.astype(np.float32), strands.astype(np.float32)
     soft = max(1.0, 0.02 * s)
     flow_k, sheen_at, sheen = rng.integers(60, 140), rng.uniform(0.55, 0.8), rng.uniform(15, 45)
-    flow_noise = _value_noise(rng, (h, w), 8)
+    flow_noise = value_noise(rng, (h, w), 8)
     hair_win = face.window(cv, 0.0, hair_v, float(outline.max()) + 3 * soft)
     hair_alpha = hair_rgb = None
     if not bald and hair_win is not None:
@@ -360,7 +272,7 @@ def _person(rng: np.random.Generator, cv: _Canvas) -> list[_Layer]:
         radius = _periodic(outline, phi)
         hair_sd = rho - radius
         band = np.clip((hair_sd + 3 * soft) / (3 * soft), 0, 1)  # 0 inside, 1 at the outline
-        hair_alpha = _cov(hair_sd, soft) * (1 - 0.65 * band * _periodic(strands, phi))
+        hair_alpha = cov(hair_sd, soft) * (1 - 0.65 * band * _periodic(strands, phi))
         flow = np.sin(flow_k * phi + 3 * flow_noise[hair_win])
         gloss = np.exp(-((rho / np.maximum(radius, 1) - sheen_at) / 0.1) ** 2) * sheen
         hair_rgb = hair_c * (0.78 + 0.16 * flow)[..., None] * exposure + gloss[..., None]
@@ -377,9 +289,9 @@ def _person(rng: np.random.Generator, cv: _Canvas) -> list[_Layer]:
         neckline = (lambda x: scoop * (1 - (x / (1.3 * nw)) ** 2),
                     lambda x: -2 * scoop * x / (1.3 * nw) ** 2)
         neck_sd = np.maximum(np.abs(u) - nw * (1 + 0.15 * np.clip(v / b - 0.8, 0, 2)),
-                             np.maximum(0.3 * b - v, -_below(tu, tv, *neckline)))
+                             np.maximum(0.3 * b - v, -below(tu, tv, *neckline)))
         vneck = np.maximum(np.maximum(vslope * np.abs(tu) + tv - vdepth, np.abs(tu) - nw), -tv)
-        neck = _cov(np.minimum(neck_sd, vneck))
+        neck = cov(np.minimum(neck_sd, vneck))
         chin_shadow = 0.62 + 0.38 * np.clip((v - 0.9 * b) / (0.45 * b), 0, 1)
         layers.append(_Layer(sl, neck, skin * (0.88 * exposure * chin_shadow)[..., None],
                              [(0, 1.0)]))
@@ -390,7 +302,7 @@ def _person(rng: np.random.Generator, cv: _Canvas) -> list[_Layer]:
     if sl is not None:
         u, v = face.coords(cv, sl)
         fu = u / (1 - taper * np.clip(v / b, 0, 1) ** 2)
-        layers.append(_Layer(sl, _cov(_ellipse(fu, v, a, b)), skin_at(sl, u, v)[0],
+        layers.append(_Layer(sl, cov(ellipse(fu, v, a, b)), skin_at(sl, u, v)[0],
                              [(_SKIN, 1.0)]))
 
     # Brows and eyes, in face coordinates. The first of each pair is the viewer's left.
@@ -414,11 +326,11 @@ def _person(rng: np.random.Generator, cv: _Canvas) -> list[_Layer]:
         sl = face.window(cv, bx, brow_v, 1.3 * brow_rx + brow_arch + 2)
         if sl is not None:
             u, v = face.coords(cv, sl)
-            bu, bv = _rotate(u - bx, v - brow_v, turn)
+            bu, bv = rotate(u - bx, v - brow_v, turn)
             inner = np.clip(1 - 0.35 * side * bu / brow_rx, 0.55, 1.4)
             bv = (bv + brow_arch * (1 - (bu / brow_rx) ** 2)) / inner
             grain = 1 + 0.15 * np.sin(1.3 * bu + 0.7 * side * bv)
-            layers.append(_Layer(sl, _cov(_ellipse(bu, bv, brow_rx, brow_ry)),
+            layers.append(_Layer(sl, cov(ellipse(bu, bv, brow_rx, brow_ry)),
                                  brow_c * (grain * exposure)[..., None], [(cls_brow, 1.0)]))
         # Eye: a lens of two circles; sclera, iris, pupil and the dark line of the upper lid.
         sl = face.window(cv, ex, eye_v, eye_rx + 2)
@@ -426,18 +338,18 @@ def _person(rng: np.random.Generator, cv: _Canvas) -> list[_Layer]:
             u, v = face.coords(cv, sl)
             rc = (eye_rx**2 + eye_ry**2) / (2 * eye_ry)
             eu, ev = u - ex, v - eye_v
-            upper = _circle(eu, ev - (rc - eye_ry), rc)  # its boundary is the upper lid
-            lower = _circle(eu, ev + (rc - eye_ry), rc)
+            upper = circle(eu, ev - (rc - eye_ry), rc)  # its boundary is the upper lid
+            lower = circle(eu, ev + (rc - eye_ry), rc)
             iu, iv = eu - gaze_u, ev - gaze_v
-            iris = _cov(_circle(iu, iv, iris_r))[..., None]
-            pupil = _cov(_circle(iu, iv, iris_r * 0.45))[..., None]
+            iris = cov(circle(iu, iv, iris_r))[..., None]
+            pupil = cov(circle(iu, iv, iris_r * 0.45))[..., None]
             lid = np.clip(1.0 + upper / max(1.0, 0.3 * eye_ry), 0, 1)[..., None]
             col = sclera * (1 - 0.25 * np.minimum((eu / eye_rx) ** 2, 1))[..., None]
             iris_shade = (0.8 + 0.4 * np.clip(-iv / iris_r, 0, 1))[..., None]
             col = col * (1 - iris) + iris_c * iris_shade * iris
             col = col * (1 - pupil) + 12 * pupil
             col = col * (1 - lid) + skin * 0.2 * lid
-            layers.append(_Layer(sl, _cov(np.maximum(upper, lower)), col * exposure,
+            layers.append(_Layer(sl, cov(np.maximum(upper, lower)), col * exposure,
                                  [(cls_eye, 1.0)]))
 
     # Nose: a narrow bridge between the eyes widening to a rounded base with nostrils.
@@ -453,13 +365,13 @@ def _person(rng: np.random.Generator, cv: _Canvas) -> list[_Layer]:
         wedge = np.maximum(
             (np.abs(nu) - (top_w + slope * (v - nose_top))) / np.sqrt(1 + slope**2),
             np.maximum(nose_top - v, v - nose_bot + 0.1 * b))
-        ball = _ellipse(nu, v - (nose_bot - 0.08 * b), bot_w * 1.05, 0.1 * b)
+        ball = ellipse(nu, v - (nose_bot - 0.08 * b), bot_w * 1.05, 0.1 * b)
         away = np.clip(-nu * np.sign(lx) / bot_w, 0, 1)  # the side turned away from the light
         tip = np.exp(-((nu / (0.4 * bot_w)) ** 2 + ((v - nose_bot + 0.1 * b) / (0.06 * b)) ** 2))
-        nostrils = sum(_cov(_ellipse(nu - k * 0.5 * bot_w, v - (nose_bot - 0.03 * b),
+        nostrils = sum(cov(ellipse(nu - k * 0.5 * bot_w, v - (nose_bot - 0.03 * b),
                                      0.22 * bot_w, 0.025 * b + 0.4)) for k in (-1, 1))
         shade = (1 - 0.2 * away + 0.12 * tip) * (1 - 0.7 * nostrils)
-        layers.append(_Layer(sl, _cov(np.minimum(wedge, ball)),
+        layers.append(_Layer(sl, cov(np.minimum(wedge, ball)),
                              skin_at(sl, u, v)[0] * shade[..., None], [(_NOSE, 1.0)]))
 
     # Mouth: one layer (no seams between its parts) split into upper lip, inner mouth, lower lip.
@@ -472,7 +384,7 @@ def _person(rng: np.random.Generator, cv: _Canvas) -> list[_Layer]:
     bow = rng.uniform(0.0, 0.35)
     lip_c = skin * np.array([0.82, 0.52, 0.52], np.float32) + np.array([40, 0, 8], np.float32)
     if rng.random() < 0.2:  # lipstick
-        lip_c = _hsv(rng.uniform(0.9, 1.0), rng.uniform(0.5, 0.9), rng.uniform(0.45, 0.85))
+        lip_c = hsv(rng.uniform(0.9, 1.0), rng.uniform(0.5, 0.9), rng.uniform(0.45, 0.85))
     has_teeth = is_open and rng.random() < 0.7
     mouth_u = yaw * 1.2
     sl = face.window(cv, mouth_u, mv, mw + ut + lt + oh + abs(smile) + 2)
@@ -489,12 +401,12 @@ def _person(rng: np.random.Generator, cv: _Canvas) -> list[_Layer]:
 
         top, bottom = curve(-(ut + oh / 2), bow), curve(oh / 2 + lt)
         open_top, open_bottom = curve(-oh / 2), curve(oh / 2)
-        outer = np.maximum(np.maximum(_below(mu, my, *top), -_below(mu, my, *bottom)),
+        outer = np.maximum(np.maximum(below(mu, my, *top), -below(mu, my, *bottom)),
                            np.abs(mu) - mw)
-        in_upper = _cov(-_below(mu, my, *open_top))  # above the opening's top edge
-        in_lower = _cov(_below(mu, my, *open_bottom))  # below its bottom edge
+        in_upper = cov(-below(mu, my, *open_top))  # above the opening's top edge
+        in_lower = cov(below(mu, my, *open_bottom))  # below its bottom edge
         inner = np.clip(1 - in_upper - in_lower, 0, 1)
-        teeth = _cov(my - (open_top[0](mu) + 0.45 * oh)) * float(has_teeth)
+        teeth = cov(my - (open_top[0](mu) + 0.45 * oh)) * float(has_teeth)
         inner_c = np.array([70, 18, 24], np.float32) * (1 - teeth[..., None]) + \
             np.array([225, 220, 205], np.float32) * teeth[..., None]
         gloss = 1.05 + 0.2 * np.exp(-((my - oh / 2 - lt / 2) / lt) ** 2)
@@ -502,7 +414,7 @@ def _person(rng: np.random.Generator, cv: _Canvas) -> list[_Layer]:
         rgb = (lip_c * 0.88 * in_upper[..., None] + inner_c * inner[..., None]
                + lip_c * (gloss * in_lower)[..., None]) * shading
         total = np.maximum(in_upper + inner + in_lower, 1e-6)
-        layers.append(_Layer(sl, _cov(outer), rgb, [(_UPPER_LIP, in_upper / total),
+        layers.append(_Layer(sl, cov(outer), rgb, [(_UPPER_LIP, in_upper / total),
                                                      (_INNER_MOUTH, inner / total),
                                                      (_LOWER_LIP, in_lower / total)]))
 
@@ -517,7 +429,7 @@ def _person(rng: np.random.Generator, cv: _Canvas) -> list[_Layer]:
                 + amp * (0.3 * np.sin(k1 * x + ph1) + 0.15 * np.sin(k2 * x + ph2)),
                 lambda x: b * (2 * h1 * x / a**2 + part / a)
                 + amp * (0.3 * k1 * np.cos(k1 * x + ph1) + 0.15 * k2 * np.cos(k2 * x + ph2)))
-        front = _cov(-_below(u, v, *line), max(1.0, 0.012 * s))
+        front = cov(-below(u, v, *line), max(1.0, 0.012 * s))
         layers.append(_Layer(hair_win, hair_alpha * front, hair_rgb, [(_HAIR, 1.0)]))
     return layers
 
@@ -534,7 +446,7 @@ def make_sample(index: int, seed: int = 0, size: int | tuple[int, int] = 256) ->
         A :class:`SyntheticSample` whose ``image`` equals the rounded composite of ``foreground``
         over ``background``.
     """
-    h, w = _parse_size(size)
+    h, w = parse_size(size)
     if index < 0 or seed < 0:
         raise ValueError(f"index and seed must be >= 0, got index={index}, seed={seed}")
     rng = np.random.default_rng([seed, index])
@@ -567,11 +479,7 @@ def make_sample(index: int, seed: int = 0, size: int | tuple[int, int] = 256) ->
                            foreground=np.dstack([fg, alpha8]))
 
 
-# --------------------------------------------------------------------------------------------
-# Dataset on disk.
-
-
-def _parse_size(size: int | Sequence[int] | str) -> tuple[int, int]:
+def parse_size(size: int | Sequence[int] | str) -> tuple[int, int]:
     """``256``, ``"256"``, ``(H, W)`` or ``"HxW"`` -> ``(H, W)``, checked."""
     if isinstance(size, str):
         parts = size.lower().split("x")
@@ -588,252 +496,3 @@ def _parse_size(size: int | Sequence[int] | str) -> tuple[int, int]:
     if not all(MIN_SIZE <= x <= MAX_SIZE for x in hw):
         raise ValueError(f"size {hw}: height and width must lie in {MIN_SIZE}..{MAX_SIZE}")
     return hw
-
-
-def _sample_id(i: int) -> str:
-    return f"synth_{i:04d}"
-
-
-def _split(n: int, test_fraction: float) -> dict[str, list[int]]:
-    """The last ``round(n * test_fraction)`` samples (at least one when ``n >= 2``) are test."""
-    n_test = 0 if n < 2 else min(n - 1, max(1, round(n * test_fraction)))
-    return {"train": list(range(n - n_test)), "test": list(range(n - n_test, n))}
-
-
-def _planned_files(n: int, test_fraction: float) -> dict[int, dict[str, str]]:
-    out = {}
-    for split, ids in _split(n, test_fraction).items():
-        for i in ids:
-            sid = _sample_id(i)
-            out[i] = {"image": f"{split}/images/{sid}.png", "label": f"{split}/labels/{sid}.png",
-                      "background": f"layers/background/{sid}.png",
-                      "foreground": f"layers/foreground/{sid}.png"}
-    return out
-
-
-def _png_bytes(array: np.ndarray) -> bytes:
-    mode = {2: "L", 3: "RGB", 4: "RGBA"}[array.ndim if array.ndim == 2 else array.shape[2]]
-    buf = io.BytesIO()
-    Image.fromarray(array, mode=mode).save(buf, format="PNG", compress_level=1)  # fast; ~20% larger
-    return buf.getvalue()
-
-
-def read_manifest(root: str | os.PathLike) -> dict | None:
-    """The generator manifest of ``root``, or ``None`` if there is none (or it is unreadable)."""
-    path = Path(root) / MANIFEST_NAME
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(manifest, dict) or manifest.get("generator") != _GENERATOR:
-        return None
-    return manifest
-
-
-def verify(root: str | os.PathLike) -> list[str]:
-    """Check a generated dataset against its manifest; returns the problems (empty if intact)."""
-    root = Path(root)
-    manifest = read_manifest(root)
-    if manifest is None:
-        return [f"{root / MANIFEST_NAME}: missing or not a synthetic-dataset manifest"]
-    if not manifest.get("complete"):
-        return [f"{root}: generation did not finish (manifest marked incomplete)"]
-    problems = []
-    for rel, digest in manifest["files"].items():
-        path = root / rel
-        if not path.is_file():
-            problems.append(f"{path}: missing")
-        elif sha256_file(path) != digest:
-            problems.append(f"{path}: content differs from the manifest (sha256 mismatch)")
-    return problems
-
-
-def _progress_bar(enabled: bool):
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeRemainingColumn(), transient=True, console=Console(stderr=True),
-                    disable=not (enabled and sys.stderr.isatty()))
-
-
-def _params(n: int, seed: int, size, test_fraction: float) -> dict:
-    if not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n={n!r}: the number of samples must be a positive integer")
-    if not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed={seed!r}: must be a non-negative integer")
-    if not 0.0 <= test_fraction < 1.0:
-        raise ValueError(f"test_fraction={test_fraction}: must lie in [0, 1)")
-    return {"n": int(n), "seed": int(seed), "size": list(_parse_size(size)),
-            "test_fraction": float(test_fraction)}
-
-
-def generate(root: str | os.PathLike = DEFAULT_ROOT, n: int = 64, seed: int = 0,
-             size: int | tuple[int, int] = 256, force: bool = False,
-             test_fraction: float = 0.2, progress: bool = False) -> Path:
-    """Write ``n`` synthetic portraits and their layers under ``root`` (HELEN* layout).
-
-    An intact dataset generated with the same parameters is reused as is. A dataset generated with
-    other parameters is replaced only with ``force=True`` (which also regenerates an intact one).
-    Only files listed in this generator's manifest are ever overwritten or deleted: a file of
-    someone else's at a path the dataset needs is an error, and unrelated files are left alone.
-
-    Args:
-        root: output folder (created if missing).
-        n: number of portraits; the last ``round(n * test_fraction)`` form the test split.
-        seed: sample ``i`` is drawn from ``(seed, i)`` only.
-        size: ``S`` or ``(H, W)`` in pixels.
-        force: regenerate even if the dataset exists.
-        test_fraction: share of samples listed in ``test.txt``.
-        progress: show a progress bar (when stderr is a terminal).
-
-    Returns:
-        ``root`` as a :class:`~pathlib.Path`.
-    """
-    root = Path(root)
-    params = _params(n, seed, size, test_fraction)
-    if root.exists() and not root.is_dir():
-        raise NotADirectoryError(f"{root}: exists and is not a directory; choose another root")
-    old = read_manifest(root)
-    if old is not None and not force:
-        same = old.get("params") == params and old.get("version") == GENERATOR_VERSION
-        if same and old.get("complete") and not verify(root):
-            log.info("synthetic dataset %s is up to date (%d samples)", root, n)
-            return root
-        if not same and old.get("complete"):
-            raise FileExistsError(
-                f"{root} holds a synthetic dataset generated with {old.get('params')} "
-                f"(generator version {old.get('version')}); requested {params} (version "
-                f"{GENERATOR_VERSION}). Pass force=True (--force) to replace it, or choose "
-                "another root.")
-
-    plan = _planned_files(params["n"], test_fraction)
-    new_paths = [p for files in plan.values() for p in files.values()] + ["train.txt", "test.txt"]
-    ours = set(old["files"]) if old is not None else set()
-    foreign = [p for p in new_paths if (root / p).exists() and p not in ours]
-    if foreign:
-        raise FileExistsError(
-            f"{root} already contains files the synthetic generator did not write (e.g. "
-            f"{', '.join(str(root / p) for p in foreign[:3])}); refusing to overwrite them. "
-            "Choose an empty or new root (e.g. data/synthetic).")
-
-    t0 = time.perf_counter()
-    root.mkdir(parents=True, exist_ok=True)
-    # Mark everything we may leave behind as ours before touching it, so an interrupted run can
-    # be resumed or replaced without mistaking our own files for a user's.
-    pending = {"generator": _GENERATOR, "version": GENERATOR_VERSION, "params": params,
-               "complete": False, "files": {p: None for p in sorted(ours | set(new_paths))}}
-    atomic_write(root / MANIFEST_NAME, json.dumps(pending, indent=1).encode())
-    for stale in sorted(ours - set(new_paths)):
-        (root / stale).unlink(missing_ok=True)
-
-    digests: dict[str, str] = {}
-    with _progress_bar(progress) as bar:
-        task = bar.add_task(f"synthetic portraits -> {root}", total=len(plan))
-        for i, files in plan.items():
-            sample = make_sample(i, params["seed"], tuple(params["size"]))
-            for key, array in (("image", sample.image), ("label", sample.label),
-                               ("background", sample.background),
-                               ("foreground", sample.foreground)):
-                data = _png_bytes(array)  # not fsynced one by one (12 ms each): os.sync below
-                atomic_write(root / files[key], data, durable=False)
-                digests[files[key]] = hashlib.sha256(data).hexdigest()
-            bar.advance(task)
-    for split, ids in _split(params["n"], test_fraction).items():
-        lines = "".join(f"{plan[i]['image']} {plan[i]['label']}\n" for i in ids).encode()
-        atomic_write(root / f"{split}.txt", lines)
-        digests[f"{split}.txt"] = hashlib.sha256(lines).hexdigest()
-
-    manifest = {"generator": _GENERATOR, "version": GENERATOR_VERSION, "params": params,
-                "complete": True, "classes": list(CLASS_NAMES),
-                "splits": {k: [_sample_id(i) for i in v]
-                           for k, v in _split(params["n"], test_fraction).items()},
-                "files": dict(sorted(digests.items()))}
-    if hasattr(os, "sync"):
-        os.sync()  # every sample on disk before the manifest says the set is complete
-    atomic_write(root / MANIFEST_NAME, json.dumps(manifest, indent=1).encode())
-    log.info("generated %d synthetic portraits (%dx%d) in %s in %.1f s", params["n"],
-             *params["size"], root, time.perf_counter() - t0)
-    return root
-
-
-def ensure_synthetic(root: str | os.PathLike = DEFAULT_ROOT, n: int = 64, seed: int = 0,
-                     size: int | tuple[int, int] = 256, test_fraction: float = 0.2) -> Path:
-    """Return ``root`` holding exactly this synthetic dataset, generating it on first use.
-
-    Reuses an intact dataset with the same parameters; replaces (only) our own files when the
-    parameters or the generator version differ or files were damaged.
-    """
-    old = read_manifest(root)
-    params = _params(n, seed, size, test_fraction)
-    stale = old is not None and (old.get("params") != params
-                                 or old.get("version") != GENERATOR_VERSION)
-    return generate(root, n, seed, size, force=stale, test_fraction=test_fraction)
-
-
-def read_layers(root: str | os.PathLike, sample_id: str) -> tuple[np.ndarray, np.ndarray]:
-    """Load the ground-truth layers of one sample.
-
-    Returns:
-        ``background`` ``(H, W, 3)`` uint8 RGB and ``foreground`` ``(H, W, 4)`` uint8 RGBA.
-    """
-    root = Path(root)
-    paths = [root / "layers" / kind / f"{sample_id}.png" for kind in ("background", "foreground")]
-    for path in paths:
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such layer; generate the dataset with "
-                                    f"`python -m portraitseg.data synth --root {root}`")
-    with Image.open(paths[0]) as bg_img, Image.open(paths[1]) as fg_img:
-        return np.asarray(bg_img.convert("RGB")).copy(), np.asarray(fg_img.convert("RGBA")).copy()
-
-
-# --------------------------------------------------------------------------------------------
-# Command line: python -m portraitseg.data synth ...
-
-
-def _size_arg(text: str) -> tuple[int, int]:
-    try:
-        return _parse_size(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-
-
-def add_synth_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register the ``synth`` subcommand on an argparse ``subparsers`` object."""
-    p = subparsers.add_parser(
-        "synth", help="generate the synthetic portrait dataset (HELEN* layout + layers)",
-        description="Generate deterministic synthetic portraits with Helen labels and their "
-                    "ground-truth layers (clean background, RGBA person). An intact dataset "
-                    "with the same parameters is reused.")
-    p.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="output folder (%(default)s)")
-    p.add_argument("--n", type=int, default=64, help="number of portraits (%(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (%(default)s)")
-    p.add_argument("--size", type=_size_arg, default=(128, 128),
-                   help="S or HxW in pixels (default 128, as conf/data/synthetic.yaml)")
-    p.add_argument("--test-fraction", type=float, default=0.2,
-                   help="share of portraits in test.txt (%(default)s)")
-    p.add_argument("--force", action="store_true",
-                   help="regenerate, replacing a dataset made with other parameters")
-    p.set_defaults(func=run_synth)
-    return p
-
-
-def run_synth(args: argparse.Namespace) -> int:
-    """Run ``synth`` from parsed arguments; returns the process exit code."""
-    t0 = time.perf_counter()
-    try:
-        root = generate(args.root, n=args.n, seed=args.seed, size=args.size, force=args.force,
-                        test_fraction=args.test_fraction, progress=True)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:  # ours name the root; the system's (read-only, not a folder) get it here
-        text = f"--root {args.root}: cannot be written ({err.strerror})" if err.strerror else str(err)
-        print(f"error: {text}", file=sys.stderr)
-        return 2
-    manifest = read_manifest(root) or {}
-    splits = manifest.get("splits", {})
-    h, w = manifest.get("params", {}).get("size", args.size)
-    print(f"{root}: {len(splits.get('train', []))} train + {len(splits.get('test', []))} test "
-          f"portraits, {h}x{w} px, seed {args.seed} ({time.perf_counter() - t0:.1f} s)")
-    return 0
