@@ -131,7 +131,7 @@ def test_pipeline_parses_the_found_faces_at_face_size():
     assert pipe.faces == "mtcnn" and isinstance(pipe.face_finder, FaceFinder)
     out = pipe(image)
     assert net.calls == [(1, 3, 64, 64), (2, 3, 256, 256)]  # pass 1, then both face crops at once
-    assert out.face_used[0].tolist() == [True, True, False, False]
+    assert out.face_used[0].tolist() == [True, True] + [False] * 6
     for face in truth:  # each face box lies inside one of the parsed square crops
         assert any(s[0] <= face[0] and s[1] <= face[1] and s[2] >= face[2] and s[3] >= face[3]
                    and abs((s[2] - s[0]) - (s[3] - s[1])) < 1e-3 for s in out.faces[0, :2].tolist())

@@ -246,7 +246,7 @@ def main() -> None:
     nb = len(BINS) - 1
     stats = {arm: {"tp_truth": np.zeros(nb), "truth": np.zeros(nb), "found": 0, "found_ok": 0,
                    "false_pasted": 0, "false_free": 0, "on_ccp_people": 0, "seconds": 0.0,
-                   "true_scores": [], "false_scores": []}
+                   "true_scores": [], "false_scores": [], "false_boxes": []}
              for arm in ARMS}
     framed = {arm: np.zeros(nb) for arm in ("parse", "mtcnn")}
     conf = {arm: torch.zeros(nb, NUM_CLASSES, NUM_CLASSES, dtype=torch.long)
@@ -320,6 +320,7 @@ def main() -> None:
                         s["false_pasted"] += 1
                         if arm.startswith("mtcnn"):
                             s["false_scores"].append(float(last_scores[0][j]))
+                            s["false_boxes"].append([where, [round(float(v)) for v in box]])
             for arm, pipe in pipes.items():
                 parse, _, squares, used = pipe.parse(image)
                 crops = squares[0][used[0]].numpy()
@@ -379,6 +380,7 @@ def main() -> None:
             "found_on_ccp_people": s["on_ccp_people"],
             "lowest_true_score": min(s["true_scores"], default=None),
             "false_scores": sorted(round(v, 4) for v in s["false_scores"]),
+            "false_boxes_on_pasted_photos": s["false_boxes"],
             "finder_s_per_photo": round(s["seconds"] / (args.photos + (1 if args.quick else len(SCENES))), 3),
         }
     for key in conf:

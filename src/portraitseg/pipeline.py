@@ -69,8 +69,8 @@ FACE_SIZE = 256
 #: smaller than it keep their size); the renderer upsamples the alpha to the photo and refines it
 #: there with its guided filter, which itself solves at ``1 / subsample`` of the photo.
 PARSE_SIZE = 1024
-#: Faces parsed in pass 2 per photo (the largest ones).
-MAX_FACES = 4
+#: Faces parsed in pass 2 per photo (the best-scoring ones; ``faces="parse"``: the largest).
+MAX_FACES = 8
 #: How pass 2 finds faces: ``mtcnn``, a face detector (:mod:`portraitseg.subject.faces`; never
 #: on texture), or ``parse``, the head regions of the coarse parse (:func:`find_heads`; fooled by
 #: textured backgrounds). Compared in experiments/face_finding/results.md.
