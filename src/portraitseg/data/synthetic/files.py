@@ -171,7 +171,7 @@ def generate(root: str | os.PathLike = DEFAULT_ROOT, n: int = 64, seed: int = 0,
             for key, array in (("image", sample.image), ("label", sample.label),
                                ("background", sample.background),
                                ("foreground", sample.foreground)):
-                data = _png_bytes(array)  # not fsynced one by one (12 ms each): os.sync below
+                data = _png_bytes(array)  # not fsynced one by one (experiments/output_writer): os.sync below
                 atomic_write(root / files[key], data, durable=False)
                 digests[files[key]] = hashlib.sha256(data).hexdigest()
             bar.advance(task)
