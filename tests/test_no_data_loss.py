@@ -136,6 +136,18 @@ def test_unwritten_placeholders_are_removed(tmp_path):
     assert not portrait.exists() and not figure.exists()
 
 
+def test_an_empty_input_is_not_taken_for_a_killed_runs_placeholder(tmp_path):
+    """An empty input file that also has an output's name (a hard link or symlink) is the input,
+    not the debris of a killed run: the name is not reused."""
+    src = tmp_path / "photo.png"
+    src.write_bytes(b"")
+    os.link(src, tmp_path / "photo_portrait.png")
+    (tmp_path / "photo_stages.jpg").symlink_to(src.name)
+    namer = OutputNamer([src], overwrite=True)
+    portrait, figure = namer(src, tmp_path, stages=True)
+    assert (portrait.name, figure.name) == ("photo_portrait_1.png", "photo_stages_1.jpg")
+
+
 def test_failed_render_leaves_no_placeholder(tmp_path, capsys):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not an image")

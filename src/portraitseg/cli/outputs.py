@@ -17,7 +17,7 @@ import secrets
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from portraitseg.io import IMAGE_SUFFIXES, WRITE_FORMATS
+from portraitseg.io import IMAGE_SUFFIXES, WRITE_FORMATS, same_file
 
 #: Tags of the output names; folders are expanded without the files named like them.
 PORTRAIT_TAG = "_portrait"
@@ -156,15 +156,13 @@ class OutputNamer:
         if key in self.protected or key in self.claimed:
             return False
         if os.path.lexists(path):
+            # a hard link or symlink to an input is the input (even an empty one)
+            if any(same_file(path, p) for p in self.protected):
+                return False
             state = self._placeholder(path)
             if state is not None:
                 return state == "debris"
             if not self.overwrite or not path.is_file():
-                return False
-            try:  # a hard link or symlink to an input is the input
-                if any(key.samefile(p) for p in self.protected if p.exists()):
-                    return False
-            except OSError:
                 return False
         return True
 
