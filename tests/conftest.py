@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -87,23 +88,35 @@ def tiny_helenstar(tmp_path: Path) -> Path:
     return root
 
 
-@pytest.fixture(scope="session")
-def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A weights export of an untrained tiny Helen segmenter (FCN on MobileNetV3-small-0.5,
-    0.46 M parameters, trained size 64), for plumbing tests where what it segments is moot."""
+#: the model config of the tiny segmenter (FCN on MobileNetV3-small-0.5, 0.46 M parameters)
+TINY_NET = {"_target_": "portraitseg.models.create_model", "arch": "fcn",
+            "encoder_name": "tu-mobilenetv3_small_050", "encoder_weights": None, "classes": 11}
+
+
+def tiny_checkpoint(path: Path, net: Any = None, **config: Any) -> Path:
+    """Write ``path``: a Lightning checkpoint as ``python train.py`` writes it (weights, the model's
+    config, training size 64) of ``net``, or of a fresh seeded model of ``TINY_NET`` with ``config``
+    changed (e.g. ``person_head=True``, ``arch="fpn"``)."""
     import torch
 
-    from portraitseg.classes import NUM_CLASSES
     from portraitseg.models import create_model
+
+    net_config = {**TINY_NET, **config}
+    if net is None:
+        torch.manual_seed(0)
+        net = create_model(**{k: v for k, v in net_config.items() if k != "_target_"})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
+                "pytorch-lightning_version": "2.5.0", "hyper_parameters": {"net": net_config},
+                "datamodule_hyper_parameters": {"image_size": 64}, "epoch": 0, "global_step": 1}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A weights export of an untrained tiny Helen segmenter (:data:`TINY_NET`, trained size 64),
+    for plumbing tests where what it segments is moot."""
     from portraitseg.models.checkpoint import export_weights
 
     root = tmp_path_factory.mktemp("tiny_weights")
-    torch.manual_seed(0)
-    config = {"_target_": "portraitseg.models.create_model", "arch": "fcn",
-              "encoder_name": "tu-mobilenetv3_small_050", "encoder_weights": None, "classes": NUM_CLASSES}
-    net = create_model(**{k: v for k, v in config.items() if k != "_target_"})
-    torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
-                "pytorch-lightning_version": "2.5.0", "hyper_parameters": {"net": config},
-                "datamodule_hyper_parameters": {"image_size": 64}, "epoch": 0, "global_step": 1},
-               root / "last.ckpt")
-    return export_weights(root / "last.ckpt", root / "model.pt")
+    return export_weights(tiny_checkpoint(root / "last.ckpt"), root / "model.pt")

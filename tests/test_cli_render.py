@@ -21,10 +21,10 @@ import torch
 from PIL import Image
 
 import portraitseg.cli.render as cli_render
+from conftest import tiny_checkpoint
 from portraitseg.classes import CLASS_NAMES, NUM_CLASSES
 from portraitseg.cli.main import main
 from portraitseg.io import read_image
-from portraitseg.models import create_model
 from portraitseg.models.checkpoint import export_weights
 from portraitseg.pipeline import PortraitPipeline, render_preset, segment_letterboxed
 from portraitseg.render.person import PERSON_DEFAULTS
@@ -42,20 +42,7 @@ HAIR, SKIN = CLASS_NAMES.index("hair"), CLASS_NAMES.index("skin")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A Lightning checkpoint (as `python train.py` writes) and its weights export."""
     root = tmp_path_factory.mktemp("models")
-    torch.manual_seed(0)
-    config = {"_target_": "portraitseg.models.create_model", "arch": "fcn",
-              "encoder_name": "tu-mobilenetv3_small_050", "encoder_weights": None, "classes": NUM_CLASSES}
-    net = create_model(**{k: v for k, v in config.items() if k != "_target_"})
-    ckpt = {
-        "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
-        "pytorch-lightning_version": "2.5.0",
-        "hyper_parameters": {"net": config},
-        "datamodule_hyper_parameters": {"image_size": 64},
-        "epoch": 0,
-        "global_step": 1,
-    }
-    torch.save(ckpt, root / "last.ckpt")
-    export_weights(root / "last.ckpt", root / "model.pt")
+    export_weights(tiny_checkpoint(root / "last.ckpt"), root / "model.pt")
     return {"ckpt": root / "last.ckpt", "export": root / "model.pt"}
 
 
@@ -595,7 +582,9 @@ def test_folder_overlaps_decode_and_write_and_reports_in_order(tmp_path, models,
         save(folder / f"p{i}.png", textured(48, 40, 60 + i))
     (folder / "p2.png").write_bytes(b"not a png")  # fails in the decode thread
     threads = {"read": set(), "write": set()}
-    real_read, real_write = cli_render.read_input, cli_render.write_outputs
+    import portraitseg.cli.photos as photos
+
+    real_read, real_write = photos.read_input, photos.write_outputs
 
     def read(src, max_pixels):
         threads["read"].add(threading.current_thread().name)
@@ -607,8 +596,8 @@ def test_folder_overlaps_decode_and_write_and_reports_in_order(tmp_path, models,
             raise OSError("disk full")
         return real_write(job, photo, rendered, out, figure, alpha)
 
-    monkeypatch.setattr(cli_render, "read_input", read)
-    monkeypatch.setattr(cli_render, "write_outputs", write)
+    monkeypatch.setattr(photos, "read_input", read)
+    monkeypatch.setattr(photos, "write_outputs", write)
     code, out, err = render(capsys, folder, "-o", tmp_path / "out", "--ckpt", models["export"],
                             "--subject", "face", "--threads", 1)
     assert code == 1

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import TINY_NET, tiny_checkpoint
 from portraitseg.cli.export import DEFAULT_OPSET, PARITY_ATOL, export_onnx, parity
 from portraitseg.cli.main import main as cli_main
 from portraitseg.models import create_model
@@ -20,14 +21,12 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 HELEN = Path(__file__).resolve().parents[2] / "shared" / "data" / "helenstar"
-CONFIG = {"_target_": "portraitseg.models.create_model", "arch": "fcn",
-          "encoder_name": "tu-mobilenetv3_small_050", "encoder_weights": None, "classes": 11}
 
 
 @pytest.fixture(scope="module")
 def segmenter():
     torch.manual_seed(0)
-    model = create_model(**{k: v for k, v in CONFIG.items() if k != "_target_"}).eval()
+    model = create_model(**{k: v for k, v in TINY_NET.items() if k != "_target_"}).eval()
     # random BatchNorm statistics, so normalization layers matter in the comparison
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
@@ -39,15 +38,7 @@ def segmenter():
 @pytest.fixture(scope="module")
 def checkpoint(segmenter, tmp_path_factory):
     """A minimal Lightning checkpoint of SegmentationModule holding ``segmenter``."""
-    path = tmp_path_factory.mktemp("ckpt") / "last.ckpt"
-    torch.save({
-        "state_dict": {f"net.{k}": v for k, v in segmenter.state_dict().items()},
-        "pytorch-lightning_version": "2.6.6",
-        "hyper_parameters": {"net": CONFIG},
-        "datamodule_hyper_parameters": {"image_size": 64},
-        "epoch": 3, "global_step": 100,
-    }, path)
-    return path
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "last.ckpt", net=segmenter)
 
 
 @pytest.fixture(scope="module")

@@ -10,25 +10,15 @@ import warnings
 import pytest
 import torch
 
-from portraitseg.models import create_model
+from conftest import tiny_checkpoint
 from portraitseg.models import inference as inf
 from portraitseg.models.checkpoint import DEFAULT_MODEL, load_segmenter
-
-CONFIG = {"_target_": "portraitseg.models.create_model", "arch": "fpn",
-          "encoder_name": "tu-mobilenetv3_small_050", "encoder_weights": None, "classes": 11,
-          "person_head": True}
 
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     """A small two-output model as a Lightning-style checkpoint (64 px training size)."""
-    torch.manual_seed(0)
-    net = create_model(**{k: v for k, v in CONFIG.items() if k != "_target_"}).eval()
-    path = tmp_path_factory.mktemp("model") / "tiny.ckpt"
-    torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
-                "pytorch-lightning_version": "2.6.6", "hyper_parameters": {"net": CONFIG},
-                "datamodule_hyper_parameters": {"image_size": 64}, "epoch": 1, "global_step": 10}, path)
-    return path
+    return tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.ckpt", arch="fpn", person_head=True)
 
 
 def _same_outputs(a: torch.nn.Module, b: torch.nn.Module, *sizes: tuple[int, int]) -> None:

@@ -12,13 +12,12 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from conftest import TINY_MODEL, TINY_TRAINER
+from conftest import TINY_MODEL, TINY_TRAINER, tiny_checkpoint
 from portraitseg.classes import CLASS_NAMES, NUM_CLASSES
 from portraitseg.cli import config_dir
 from portraitseg.cli.train import train
 from portraitseg.data.layouts import discover
 from portraitseg.data.synthetic import make_sample
-from portraitseg.models import create_model
 from portraitseg.models.checkpoint import CheckpointError
 from portraitseg.render.person import load_person_model, person_alpha_from_model
 
@@ -28,18 +27,6 @@ EXPORTER = REPO / "experiments" / "person" / "export_person_masks.py"
 #: the tiny run of conftest on the person masks: 2 classes, batch 4, 3 steps
 TINY = [*TINY_MODEL, *TINY_TRAINER, "model.classes=2", "data.image_size=64", "data.batch_size=4",
         "data.num_workers=0", "data.persistent_workers=false", "trainer.limit_train_batches=3"]
-
-
-def face_ckpt(path: Path) -> Path:
-    """An untrained 11-class face parser saved as `python train.py` would (weights only)."""
-    config = {"_target_": "portraitseg.models.create_model", "arch": "fcn",
-              "encoder_name": "tu-mobilenetv3_small_050", "encoder_weights": None, "classes": NUM_CLASSES}
-    torch.manual_seed(0)
-    net = create_model(**{k: v for k, v in config.items() if k != "_target_"})
-    torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
-                "pytorch-lightning_version": "2.5.0", "hyper_parameters": {"net": config},
-                "datamodule_hyper_parameters": {"image_size": 64}}, path)
-    return path
 
 
 def _exporter():
@@ -119,7 +106,7 @@ def test_person_model_finding_nobody_warns():
 
 def test_face_model_is_refused_as_person_model(tmp_path):
     with pytest.raises(CheckpointError, match="2 classes"):
-        load_person_model(face_ckpt(tmp_path / "face.ckpt"))
+        load_person_model(tiny_checkpoint(tmp_path / "face.ckpt"))
     with pytest.raises(ValueError, match="2 classes"):
         person_alpha_from_model(torch.rand(1, 3, 32, 32), torch.zeros(1, NUM_CLASSES, 32, 32))
 
@@ -129,7 +116,7 @@ def test_render_cli_with_person_ckpt(person_ckpt, tmp_path, capsys):
     from portraitseg.cli.main import main
 
     ckpt, _, data = person_ckpt
-    face = face_ckpt(tmp_path / "face.ckpt")
+    face = tiny_checkpoint(tmp_path / "face.ckpt")
     photo = sorted((data / "test" / "images").iterdir())[0]
     code = main(["render", str(photo), "-o", str(tmp_path / "out"), "--ckpt", str(face),
                  "--person-ckpt", str(ckpt)])
