@@ -24,6 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from portraitseg.cli import config_dir
+from portraitseg.cli.checks import ConfigError, check_config, instantiate_trainer
 from portraitseg.io import InputError
 
 if TYPE_CHECKING:  # imported when an evaluation starts, so `eval.py --help` and config errors are quick
@@ -43,7 +44,7 @@ MISSING_CKPT = (
 )
 
 
-class EvalConfigError(ValueError):
+class EvalConfigError(ConfigError):
     """The eval config cannot be run as given (the message names the key and the fix)."""
 
 
@@ -148,12 +149,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     import lightning as L
     from torch.utils.data import DataLoader
 
+    from portraitseg.cli.extras import log_each_line_once
     from portraitseg.data import collate
     from portraitseg.lit import SegmentationModule, scores_from_confusion
     from portraitseg.models.checkpoint import load_weights, read_model_file, resolve_model_path
 
     if not cfg.get("ckpt_path"):
         raise EvalConfigError(MISSING_CKPT)
+    check_config(cfg)
+    log_each_line_once()
     if cfg.get("render"):
         from portraitseg.cli.render import UsageError, check_render_options
 
@@ -198,7 +202,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()
                if isinstance(c, DictConfig) and "_target_" in c]
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False)
+    trainer: L.Trainer = instantiate_trainer(cfg.trainer, logger=loggers or False)
     trainer.test(module, dataloaders=loader, verbose=False)
     confusion = module.test_confusion
     if trainer.world_size > 1:
@@ -253,7 +257,7 @@ def main(cfg: DictConfig) -> float | None:
     quiet_known_noise()
     try:
         scores = evaluate(cfg)["scores"]
-    except (EvalConfigError, InputError, FileNotFoundError) as err:
+    except (ConfigError, InputError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     return scores.get("f1_overall", scores["miou"])

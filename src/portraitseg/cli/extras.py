@@ -46,6 +46,21 @@ def quiet_known_noise() -> None:
             logger.addFilter(_DropTips())
 
 
+def log_each_line_once() -> None:
+    """Lightning's ``lightning`` logger prints through its own console handler (``INFO: ...``) and
+    also passes each record to the root logger, which Hydra's job logging writes to the console and
+    the run's log file: every line twice. Where the root logger has handlers, drop Lightning's own,
+    so each line appears once (and still reaches the log file)."""
+    import lightning  # noqa: F401 - its handler is attached on import
+
+    if not logging.getLogger().handlers:
+        return
+    ours = logging.getLogger("lightning")
+    for handler in list(ours.handlers):
+        if type(handler) is logging.StreamHandler:
+            ours.removeHandler(handler)
+
+
 def apply_extras(cfg: Any) -> None:
     """Apply ``cfg.extras`` (absent: only the known noise is silenced).
 

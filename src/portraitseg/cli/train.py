@@ -19,7 +19,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from portraitseg.cli import config_dir
-from portraitseg.cli.extras import ExtrasError, apply_extras
+from portraitseg.cli.checks import ConfigError, check_config, instantiate_trainer
+from portraitseg.cli.extras import ExtrasError, apply_extras, log_each_line_once
 from portraitseg.data.layouts import DatasetNotFoundError
 from portraitseg.io import InputError, atomic_write
 
@@ -33,8 +34,8 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 log = logging.getLogger(__name__)
 
 
-class RunConfigError(ValueError):
-    """A run cannot start as configured (bad ``init_from``, missing extra); exit status 2."""
+class RunConfigError(ConfigError):
+    """A run cannot start as configured (bad ``init_from`` or ``ckpt_path``, missing extra); exit status 2."""
 
 
 #: optional packages a config group needs, and the extra that installs them
@@ -118,14 +119,40 @@ def init_weights(module: SegmentationModule, path: str) -> None:
     log.info("initialized the network from %s", path)
 
 
+def check_resume(module: SegmentationModule, path: str) -> None:
+    """Refuse to resume (``ckpt_path``) from a checkpoint whose network is not the configured one,
+    by name, before Lightning fails inside ``load_state_dict``."""
+    from portraitseg.models.checkpoint import read_model_file
+
+    try:
+        stored = read_model_file(path)
+    except (FileNotFoundError, InputError) as err:  # CheckpointError is an InputError
+        raise RunConfigError(f"ckpt_path={path}: {err}") from None
+    if stored.info.get("kind") != "lightning":
+        raise RunConfigError(f"ckpt_path={path}: a weights export has no optimizer or epoch to resume "
+                             f"from; fine-tune from it with init_from={path} (and ckpt_path=null)")
+    wanted = {k: tuple(v.shape) for k, v in module.net.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in stored.state_dict.items()}
+    if wanted != found:
+        model = stored.info.get("model") or {}
+        summary = ", ".join(f"{k}={model[k]}" for k in ("arch", "encoder_name", "classes", "person_head")
+                            if k in model)
+        raise RunConfigError(
+            f"ckpt_path={path}: it holds another model ({summary}) than the one configured; resume "
+            "with the model=... (and model.* overrides) of the run that wrote it, or start fresh "
+            "with ckpt_path=null (init_from= loads weights of the same model only)")
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and optionally test) as configured; returns the final metrics as floats."""
+    check_config(cfg)  # before the heavy imports: a bad value is named at once
     import lightning as L
     import torch
-    from lightning.pytorch.callbacks import LearningRateMonitor
+    from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
 
     from portraitseg.lit.callbacks import resolve_ckpt_path
 
+    log_each_line_once()
     if cfg.get("render"):  # the preset of the validation grids: the CLI's rules
         from portraitseg.cli.render import UsageError, check_render_options
 
@@ -145,18 +172,27 @@ def train(cfg: DictConfig) -> dict[str, float]:
     module = build_module(cfg)
     if cfg.get("init_from"):
         init_weights(module, cfg.init_from)
+    resume = None
+    if cfg.get("train", True):
+        resume = resolve_ckpt_path(cfg.get("ckpt_path"), f"{cfg.paths.log_dir}/{cfg.task_name}")
+        if resume:
+            check_resume(module, resume)
     callbacks: list[Callback] = _instantiate_all(cfg.get("callbacks"), "callbacks")
     loggers = _instantiate_all(cfg.get("logger"), "logger")
     if not loggers:  # LearningRateMonitor refuses to run without a logger (e.g. debug=fdr)
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    if cfg.trainer.get("enable_progress_bar") is False:  # and Lightning refuses a bar callback then
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    if cfg.trainer.get("enable_model_summary") and cfg.data.get("image_size"):
+        # one training-size image: the summary reports the model's FLOPs and sizes, not "0"
+        module.example_input_array = torch.zeros(1, 3, cfg.data.image_size, cfg.data.image_size)
+    trainer: L.Trainer = instantiate_trainer(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     with ddp_job(trainer):
         if cfg.get("train", True):
-            ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), f"{cfg.paths.log_dir}/{cfg.task_name}")
-            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         callback = trainer.checkpoint_callback
         best = callback.best_model_path if callback else ""
@@ -350,7 +386,7 @@ def launch_args(argv: Sequence[str], env: Mapping[str, str], parent_pid: int) ->
 
 
 #: errors that are about the user's input and name it: reported in one line, exit status 2
-USER_ERRORS = (RunConfigError, ExtrasError, InputError, DatasetNotFoundError)
+USER_ERRORS = (ConfigError, ExtrasError, InputError, DatasetNotFoundError)
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
@@ -364,7 +400,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
         # bad input named by the error itself: one line, no traceback (Hydra would print one)
         hint = ""
         if (isinstance(err, DatasetNotFoundError) and cfg.get("data") and "root" in cfg.data
-                and not str(err).startswith("data.sources.")):
+                and not str(err).startswith("data.")):  # (an error naming its data key needs no hint)
             hint = f" (data.root={cfg.data.root}: pass data.root=/path/to/the/dataset)"
         print(f"error: {err}{hint}", file=sys.stderr)
         sys.exit(2)

@@ -13,9 +13,9 @@ from torch.utils.data import DataLoader
 
 from portraitseg.classes import NUM_CLASSES
 from portraitseg.data.dataset import HelenDataset, collate
-from portraitseg.data.layouts import Sample, discover, read_pair_list
+from portraitseg.data.layouts import DatasetNotFoundError, Sample, discover, read_pair_list
 from portraitseg.data.transforms import EvalTransform, train_transform
-from portraitseg.io import DEFAULT_MAX_PIXELS
+from portraitseg.io import DEFAULT_MAX_PIXELS, InputError
 
 
 def seed_worker(worker_id: int) -> None:
@@ -99,14 +99,28 @@ class HelenDataModule(L.LightningDataModule):
             return
         self.prepare_data()  # idempotent; covers users calling setup() directly
         hp = self.hparams
-        found = discover(self.root, hp.layout)
-        if hp.train_list:
-            found["train"] = read_pair_list(self.root / hp.train_list, self.root)
+        try:
+            found = discover(self.root, hp.layout)
+            if hp.train_list:
+                found["train"] = read_pair_list(self._train_list(), self.root)
+        except DatasetNotFoundError:
+            raise
+        except (ValueError, FileNotFoundError) as err:  # a malformed list line, a missing file: named
+            raise InputError(str(err)) from None
         if "train" in found and "val" not in found:
             found["train"], found["val"] = carve_split(found["train"], hp.val_fraction, hp.split_seed)
         if "test" not in found and "val" in found:
             found["test"] = found["val"]
         self.splits = {k: v[: hp.limit] if hp.limit else v for k, v in found.items()}
+
+    def _train_list(self) -> Path:
+        path = self.root / self.hparams.train_list
+        if not path.is_file():
+            raise DatasetNotFoundError(
+                f"data.train_list={self.hparams.train_list}: {path} is not a file; pass a list of "
+                "'<image> <label>' lines relative to data.root (e.g. data.train_list=sample40.txt), "
+                "or data.train_list=null for the layout's train split")
+        return path
 
     def dataset(self, split: str, train: bool = False, keep_original: bool = False) -> HelenDataset:
         """The dataset of ``split`` with the training or the evaluation transform."""

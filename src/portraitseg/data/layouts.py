@@ -46,11 +46,20 @@ class Sample:
     label: Path | tuple[Path, ...] | None
 
 
+def check_root(root: Path) -> None:
+    """Raise :class:`DatasetNotFoundError` unless ``root`` is a folder (saying what it is instead)."""
+    if root.is_dir():
+        return
+    if root.exists():
+        raise DatasetNotFoundError(f"dataset root {root.resolve()} is a file, not a folder: pass the "
+                                   "folder that holds the dataset")
+    raise DatasetNotFoundError(f"dataset root {root.resolve()} does not exist. {GET_HELEN}")
+
+
 def detect_layout(root: str | os.PathLike) -> str:
     """Name the layout found at ``root``; raise :class:`DatasetNotFoundError` if none fits."""
     root = Path(root)
-    if not root.is_dir():
-        raise DatasetNotFoundError(f"dataset root {root.resolve()} does not exist. {GET_HELEN}")
+    check_root(root)
     if (root / SMITH_DIRNAME).is_dir() or (
         (root / "labels").is_dir() and any((root / f).is_file() for f in SMITH_SPLITS.values())
     ):
@@ -82,8 +91,8 @@ def discover(
         layout = detect_layout(root)
     elif layout not in LAYOUTS:
         raise ValueError(f"unknown data layout {layout!r}; known: auto, {', '.join(LAYOUTS)}")
-    elif not root.is_dir():
-        raise DatasetNotFoundError(f"dataset root {root.resolve()} does not exist. {GET_HELEN}")
+    else:
+        check_root(root)
     reader = {"smith": _smith, "helenstar": _helenstar, "folder": _folder}[layout]
     splits = reader(root, _Problems(problems))
     if not any(splits.values()) and not problems:  # with problems, they say why
