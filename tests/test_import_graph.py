@@ -117,7 +117,8 @@ def layer_of(module: str) -> tuple[int, str]:
     best = None
     for index, groups in enumerate(LAYERS):
         for group in groups:
-            if (module == group or module.startswith(group + ".")) and (best is None or len(group) > len(best[1])):
+            inside = module == group or module.startswith(group + ".")
+            if inside and (best is None or len(group) > len(best[1])):
                 best = (index, group)
     if best is None:
         raise AssertionError(f"{module} is in no layer: add it to LAYERS in {Path(__file__).name}")
