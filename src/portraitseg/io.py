@@ -313,9 +313,9 @@ def check_destination(path: str | os.PathLike, replace: bool = True) -> None:
             else "a socket" if stat.S_ISSOCK(st.st_mode) else None)
     if kind is not None:
         target = " (through a symbolic link)" if link else ""
-        example = path / f"out{path.suffix}" if kind == "a folder" else Path("out") / path.name
-        raise OutputError(f"{path}: is {kind}{target}, not a file; give the path of a file to write, "
-                          f"e.g. {example}")
+        fix = ("a file inside it" if kind == "a folder" else
+               f"a file in a folder, e.g. {Path('out') / (path.name or 'out')}")
+        raise OutputError(f"{path}: is {kind}{target}, not a file; give the path of {fix}")
     if not replace:
         what = "a symbolic link to a file" if link else "a file"
         raise OutputError(f"{path}: {what} already exists; choose another output path (it is not "
