@@ -582,7 +582,9 @@ def test_folder_overlaps_decode_and_write_and_reports_in_order(tmp_path, models,
         save(folder / f"p{i}.png", textured(48, 40, 60 + i))
     (folder / "p2.png").write_bytes(b"not a png")  # fails in the decode thread
     threads = {"read": set(), "write": set()}
-    real_read, real_write = cli_render.read_input, cli_render.write_outputs
+    import portraitseg.cli.photos as photos
+
+    real_read, real_write = photos.read_input, photos.write_outputs
 
     def read(src, max_pixels):
         threads["read"].add(threading.current_thread().name)
@@ -594,8 +596,8 @@ def test_folder_overlaps_decode_and_write_and_reports_in_order(tmp_path, models,
             raise OSError("disk full")
         return real_write(job, photo, rendered, out, figure, alpha)
 
-    monkeypatch.setattr(cli_render, "read_input", read)
-    monkeypatch.setattr(cli_render, "write_outputs", write)
+    monkeypatch.setattr(photos, "read_input", read)
+    monkeypatch.setattr(photos, "write_outputs", write)
     code, out, err = render(capsys, folder, "-o", tmp_path / "out", "--ckpt", models["export"],
                             "--subject", "face", "--threads", 1)
     assert code == 1

@@ -3,7 +3,7 @@ OpenCV pipeline and against the previous default, side by side in one process.
 
 Arms (each a whole photo -> file round trip, decode and encode included):
 
-* ``pipeline``: :func:`portraitseg.cli.render.render_file` with the job a plain
+* ``pipeline``: :func:`portraitseg.cli.photos.render_file` with the job a plain
   ``portraitseg render PHOTO`` builds (bundled model, default preset ``disc``):
   :class:`portraitseg.pipeline.PortraitPipeline`, both passes, the fast render.
 * ``pipeline_reference``: the same job with the full-resolution reference render (``fast=False``):
@@ -115,7 +115,7 @@ def opencv_portrait(src: Path, mask: Path, out: Path) -> None:
 
 
 def run_arm(arm: str, jobs: dict, src: Path, out: Path, mask: Path) -> float:
-    from portraitseg.cli.render import render_file
+    from portraitseg.cli.photos import render_file
 
     t0 = time.perf_counter()
     if arm == "opencv":
