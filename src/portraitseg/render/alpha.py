@@ -11,7 +11,6 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from kornia.filters import guided_blur
 
 from portraitseg.classes import SUBJECT_CLASSES
 from portraitseg.render.blur import check_blur_input, gaussian_blur
@@ -122,6 +121,8 @@ def refine_alpha(
         return alpha
     subsample = max(1, radius // 4) if subsample is None else int(subsample)
     subsample = max(1, min(subsample, image.shape[-2], image.shape[-1]))
+    from kornia.filters import guided_blur  # the reference render's; the fast path has its own
+
     refined = guided_blur(image, alpha, 2 * radius + 1, eps, border_type="reflect", subsample=subsample)
     return refined.clamp(0.0, 1.0)
 

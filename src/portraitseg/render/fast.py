@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from kornia.filters import box_blur
 
 from portraitseg.render.alpha import check_range, feather_alpha
 from portraitseg.render.blur import blur_map, blur_plan
@@ -79,17 +78,23 @@ def guided_coefficients(
         ``(A (B, 3, h, w), b (B, 1, h, w))``, box-averaged over the window (so that
         ``A . guide + b`` is the filtered alpha).
     """
-    k = 2 * radius + 1
     b_, _, h, w = guide.shape
-    mean_i = box_blur(guide, k, "reflect")
-    mean_p = box_blur(alpha, k, "reflect")
+    mean_i = box_mean(guide, radius)
+    mean_p = box_mean(alpha, radius)
     ii = (guide[:, :, None] * guide[:, None]).flatten(1, 2)
-    var = box_blur(ii, k, "reflect").view(b_, 3, 3, h, w) - mean_i[:, :, None] * mean_i[:, None]
-    cov = box_blur(guide * alpha, k, "reflect") - mean_i * mean_p
+    var = box_mean(ii, radius).view(b_, 3, 3, h, w) - mean_i[:, :, None] * mean_i[:, None]
+    cov = box_mean(guide * alpha, radius) - mean_i * mean_p
     var = var.permute(0, 3, 4, 1, 2) + eps * torch.eye(3, device=guide.device, dtype=guide.dtype)
     a = torch.linalg.solve(var, cov.permute(0, 2, 3, 1)[..., None])[..., 0].permute(0, 3, 1, 2)
     b = mean_p - (a * mean_i).sum(1, keepdim=True)
-    return box_blur(a, k, "reflect"), box_blur(b, k, "reflect")
+    return box_mean(a, radius), box_mean(b, radius)
+
+
+def box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Mean over ``(2 radius + 1)^2`` windows of ``(B, C, h, w)``, reflected at the border
+    (kornia's ``box_blur(x, 2 radius + 1, "reflect")``, without importing kornia on this path)."""
+    padded = F.pad(x, (radius, radius, radius, radius), mode="reflect")
+    return F.avg_pool2d(padded, 2 * radius + 1, stride=1)
 
 
 def _row_taps(n_out: int, n_in: int, start: int, stop: int, device: torch.device):
