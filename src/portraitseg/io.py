@@ -486,6 +486,15 @@ def write_torch(path: str | os.PathLike, obj: Any, replace: bool = True) -> Path
     return atomic_write(path, buf.getbuffer(), replace=replace, check=check_zip)
 
 
+def write_figure(path: str | os.PathLike, fig: Any, **savefig: Any) -> Path:
+    """A matplotlib figure through :func:`atomic_write` (rendered in memory in the format of
+    ``path``'s suffix, decode-checked)."""
+    check_destination(path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format=Path(path).suffix.lstrip(".") or "png", **savefig)
+    return atomic_write(path, buf.getbuffer(), check=check_image)
+
+
 def check_zip(path: Path, data: bytes | memoryview) -> None:
     """Verify a written torch or TorchScript file cheaply: a complete zip archive (its central
     directory at the end). Raises ValueError otherwise."""

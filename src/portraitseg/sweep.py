@@ -28,6 +28,8 @@ from typing import Any
 
 import yaml
 
+from portraitseg.io import atomic_write, write_figure
+
 log = logging.getLogger(__name__)
 
 DEFAULT_METRIC = "val/f1_overall"
@@ -264,7 +266,7 @@ def plot(summary: Summary, path: str | Path) -> Path:
     if values:
         ax.set_xlim(0, max(values) * 1.15 or 1.0)
     path = Path(path)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    write_figure(path, fig, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -274,8 +276,8 @@ def write_summary(summary: Summary, out_dir: str | Path | None = None) -> dict[s
     out = Path(out_dir) if out_dir else summary.sweep_dir
     out.mkdir(parents=True, exist_ok=True)
     md, csv_path, png = (out / name for name in OUTPUT_NAMES)
-    md.write_text(to_markdown(summary))
-    csv_path.write_text(to_csv(summary))
+    atomic_write(md, to_markdown(summary).encode("utf-8"))
+    atomic_write(csv_path, to_csv(summary).encode("utf-8"))
     plot(summary, png)
     return {"markdown": md, "csv": csv_path, "plot": png}
 

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from portraitseg.cli import config_dir
 from portraitseg.cli.checks import ConfigError, check_config, instantiate_trainer
-from portraitseg.io import InputError
+from portraitseg.io import InputError, atomic_write, write_figure, write_image
 
 if TYPE_CHECKING:  # imported when an evaluation starts, so `eval.py --help` and config errors are quick
     import lightning as L
@@ -112,7 +112,7 @@ def confusion_figure(cm: np.ndarray, class_names: Sequence[str], path: str | os.
                         color="white" if norm[i, j] > 0.5 else "black")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
-    fig.savefig(path)
+    write_figure(path, fig)
     plt.close(fig)
 
 
@@ -232,14 +232,10 @@ def _write_outputs(cfg: DictConfig, module: SegmentationModule, dataset, result:
     from rich.console import Console
 
     out = Path(cfg.paths.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(_jsonable(result), indent=1) + "\n")
+    atomic_write(out / "metrics.json", (json.dumps(_jsonable(result), indent=1) + "\n").encode("utf-8"))
     confusion_figure(np.asarray(result["confusion"]), result["class_names"], out / "confusion.png")
     if cfg.get("num_figures"):
-        from PIL import Image
-
-        grid = sample_predictions(module, dataset, int(cfg.num_figures))
-        Image.fromarray(grid).save(out / "predictions.png")
+        write_image(out / "predictions.png", sample_predictions(module, dataset, int(cfg.num_figures)))
     title = (f"{Path(result['checkpoint']).name} on {result['split']} "
              f"({result['num_images']} images{', flip TTA' if result['tta_flip'] else ''})")
     console = Console()
