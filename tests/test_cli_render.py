@@ -608,3 +608,22 @@ def test_folder_overlaps_decode_and_write_and_reports_in_order(tmp_path, models,
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 2 and "p2.png" in errors[0] and "p3.png" in errors[1] and "disk full" in errors[1]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"p{i}_portrait.png" for i in (0, 1, 4)]
+
+
+def test_render_path_imports_only_what_inference_needs(tmp_path):
+    """A render with the bundled model loads its TorchScript artifact: no training, config or
+    model-zoo package is imported (they cost seconds of start-up)."""
+    from portraitseg.models.checkpoint import default_model_path
+
+    if default_model_path() is None:
+        pytest.skip("no bundled model in this install")
+    photo = save(tmp_path / "p.jpg", textured(864, 1152, 90))  # large enough for the fast render
+    heavy = ("lightning", "pytorch_lightning", "hydra", "omegaconf", "wandb", "albumentations",
+             "segmentation_models_pytorch", "timm", "torchvision", "kornia")
+    code = ("import sys; from portraitseg.cli.main import main; "
+            f"rc = main(['render', {str(photo)!r}, '-o', {str(tmp_path / 'out')!r}, '-q']); "
+            f"print(rc, sorted({{m.split('.')[0] for m in sys.modules}} & set({heavy!r})))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split(None, 1) == ["0", "[]\n"], proc.stdout
+    assert (tmp_path / "out" / "p_portrait.jpg").is_file()
