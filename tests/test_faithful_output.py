@@ -82,6 +82,18 @@ def test_no_profile_stays_no_profile(tmp_path):
     assert read_photo(src).icc_profile is None
 
 
+def test_a_profile_that_does_not_describe_rgb_pixels_is_not_carried(tmp_path):
+    """An RGB image tagged with a Lab profile: the profile cannot describe the RGB output, so it
+    is not written with it, and the reader says so (no silent change of meaning)."""
+    src = tmp_path / "lab.png"
+    lab = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
+    Image.fromarray(noise()).save(src, icc_profile=lab)
+    photo = read_photo(src)
+    assert photo.icc_profile is None
+    assert photo.notes == ["its embedded Lab colour profile could not be applied; read as sRGB"]
+    np.testing.assert_array_equal(photo.rgb, noise())
+
+
 @pytest.mark.parametrize("fmt", [".jpg", ".png"])
 def test_render_cli_keeps_the_profile(tmp_path, tiny_weights, capsys, fmt):
     src = tmp_path / f"p3{fmt}"
