@@ -119,6 +119,7 @@ def render_file(job: Job, src: Path, out: Path, figure: Path | None, alpha: Path
 
 
 def error_text(err: BaseException) -> str:
+    """The one-line message of a photo's failure (the file named by the caller if not in it)."""
     import torch
 
     if isinstance(err, (InputError, WriteError)):  # their messages name the file
@@ -135,7 +136,8 @@ def say(text: str, file: Any = None) -> None:
     print(text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"), file=file)
 
 
-def progress_bar(total: int, quiet: bool):
+def progress_bar(total: int, quiet: bool) -> Any:
+    """A progress bar on a terminal's stderr for two photos or more (None otherwise)."""
     if quiet or total < 2 or not sys.stderr.isatty():
         return None
     from rich.console import Console
@@ -178,6 +180,7 @@ class PhotoLoop:
             self.next_read += 1
 
     def fail(self, src: Path, err: BaseException) -> None:
+        """Count and report a photo that failed."""
         self.failed += 1
         where = "" if isinstance(err, (InputError, WriteError)) else f"{src}: "  # these name the file
         say(f"error: {where}{error_text(err)}", file=sys.stderr)
@@ -201,6 +204,7 @@ class PhotoLoop:
                 say(f"{pending.src} -> {out}{extra} ({time.perf_counter() - pending.start:.2f} s)")
 
     def render_all(self, job: Job, namer: OutputNamer, progress: Any, task: Any) -> None:
+        """Render every photo (the first already queued by :meth:`read_ahead`), reporting each."""
         args = self.args
         for src, rel in self.items:
             if progress:
