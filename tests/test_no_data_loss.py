@@ -237,6 +237,32 @@ def test_interrupted_run_leaves_only_complete_photos(tmp_path, tiny_weights, mon
     assert _listing(out) == ["p0_alpha.png", "p0_portrait.png", "p0_stages.jpg"]
 
 
+def test_sigterm_is_an_interrupt(tmp_path, tiny_weights, monkeypatch, capsys):
+    """``kill`` (SIGTERM) unwinds like Ctrl-C: no photo leaves a part of its outputs (a 0-byte
+    placeholder, a temporary file, a portrait without its figure), and the previous SIGTERM
+    handler is back afterwards. (The signal arrives while the first photo is rendered: the second
+    is decoded ahead, so whether the first is kept is not fixed; that it is whole or absent is.)"""
+    import signal
+
+    import portraitseg.io as pio
+
+    real = pio._open
+
+    def terminated_while_reading(path, max_pixels):
+        if Path(path).name == "p1.png":
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(path, max_pixels)
+
+    monkeypatch.setattr(pio, "_open", terminated_while_reading)
+    before = signal.getsignal(signal.SIGTERM)
+    out = tmp_path / "out"
+    assert _render(tiny_weights, out, *_photos(tmp_path / "in", 3)) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert _listing(out) in ([], ["p0_alpha.png", "p0_portrait.png", "p0_stages.jpg"])
+    assert all((out / name).stat().st_size > 0 for name in _listing(out))
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 def test_rerun_after_a_killed_run_reuses_its_empty_names(tmp_path, tiny_weights, capsys):
     """A killed run (SIGKILL: no cleanup) left its empty placeholders; nobody holds them, so the
     re-run writes the plain names, not ``_1``. A live run's placeholder is never taken."""
