@@ -38,9 +38,6 @@ KNOWN_EXCEPTIONS: dict[tuple[str, str], str] = {
     # together with cli/render.py's import of them, once its restructuring has landed
     ("portraitseg.data.check", "portraitseg.cli.args"): "argparse types live in cli",
     ("portraitseg.data.download", "portraitseg.cli.args"): "argparse types live in cli",
-    # the conf/ location is found by cli.config_dir; presets (new) reads it from there until the
-    # presets/pipeline restructuring in progress gives it a place below both
-    ("portraitseg.presets", "portraitseg.cli"): "config_dir lives in cli",
     # the person extension moves from render/ to subject/ in the restructuring in progress
     ("portraitseg.render.person", "portraitseg.subject.alpha"): "render/person.py not yet in subject/",
 }

@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from portraitseg.config import config_dir
+
 #: a preset name: letters, digits, ``_`` and ``-`` (no separators, dots or ``~``)
 PRESET_NAME = re.compile(r"[A-Za-z0-9_-]+")
 #: the only constructors a render preset may name
@@ -29,8 +31,6 @@ class PresetError(ValueError):
 
 def presets_dir() -> Path:
     """The folder of the render presets (``conf/render/`` of the package or the checkout)."""
-    from portraitseg.cli import config_dir
-
     return Path(config_dir()) / "render"
 
 
