@@ -1,4 +1,4 @@
-"""PortraitPipeline (issue 12): both passes, batching, subjects, loading, devices, CLI equivalence."""
+"""PortraitPipeline: both passes, batching, subjects, loading, devices, CLI equivalence."""
 
 from __future__ import annotations
 
