@@ -11,10 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import tiny_checkpoint
 from portraitseg.classes import CLASS_NAMES, NUM_CLASSES
 from portraitseg.cli.main import main
 from portraitseg.io import read_image
-from portraitseg.models import create_model
 from portraitseg.models.checkpoint import CheckpointError, export_weights
 from portraitseg.pipeline import (
     PipelineError,
@@ -315,15 +315,7 @@ def test_kernels_first_made_under_inference_mode_serve_later_differentiable_rend
 def two_output(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A weights export of a tiny two-output model (Helen parse + person matte), trained size 64."""
     root = tmp_path_factory.mktemp("pipeline_models")
-    torch.manual_seed(0)
-    config = {"_target_": "portraitseg.models.create_model", "arch": "fcn", "person_head": True,
-              "encoder_name": "tu-mobilenetv3_small_050", "encoder_weights": None, "classes": NUM_CLASSES}
-    net = create_model(**{k: v for k, v in config.items() if k != "_target_"})
-    torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
-                "pytorch-lightning_version": "2.5.0", "hyper_parameters": {"net": config},
-                "datamodule_hyper_parameters": {"image_size": 64}, "epoch": 0, "global_step": 1},
-               root / "last.ckpt")
-    return export_weights(root / "last.ckpt", root / "model.pt")
+    return export_weights(tiny_checkpoint(root / "last.ckpt", person_head=True), root / "model.pt")
 
 
 def test_from_pretrained_loads_and_names_bad_files(two_output, tmp_path):
