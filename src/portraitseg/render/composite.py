@@ -107,9 +107,18 @@ def estimate_foreground(
     if sigmas is None:
         short = min(image.shape[-2:])
         sigmas = (max(FOREGROUND_SIGMAS[0] * short, 1.0), max(FOREGROUND_SIGMAS[1] * short, 1.0))
+    return blur_fusion(image, alpha, sigmas, method)[0]
+
+
+def blur_fusion(
+    image: torch.Tensor, alpha: torch.Tensor, sigmas: tuple[float, ...], method: Method = "auto"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The passes of :func:`estimate_foreground` (no input checks): ``(F, Fb, Bb)``, the
+    foreground and the last pass's blurred means, each ``(B, C, H, W)`` (the fast render blends
+    with ``Fb`` and ``Bb`` too)."""
     c = image.shape[1]
     weight = 1.0 - alpha
-    fg = image
+    fg = fb = bb = image
     inputs = [image * alpha, alpha, image * weight]
     for n, sigma in enumerate(sigmas):
         plan = blur_plan("gaussian", sigma, image.shape[-2], image.shape[-1], method)
@@ -120,16 +129,16 @@ def estimate_foreground(
 
         blurred = blur_map(inputs, plan, means)
         inputs.clear()  # free the full-size inputs before the next ones are made
-        fg_blur, bg = blurred[:, :c], blurred[:, c:]
+        fb, bb = blurred[:, :c], blurred[:, c:]
         if _no_grad(image, alpha):  # the same formula with one full-size temporary
-            fg = (fg_blur * alpha).neg_().add_(image).addcmul_(bg, weight, value=-1.0)
-            fg = fg.mul_(alpha).add_(fg_blur).clamp_(0.0, 1.0)
+            fg = (fb * alpha).neg_().add_(image).addcmul_(bb, weight, value=-1.0)
+            fg = fg.mul_(alpha).add_(fb).clamp_(0.0, 1.0)
         else:
-            fg = (fg_blur + alpha * (image - alpha * fg_blur - weight * bg)).clamp(0.0, 1.0)
+            fg = (fb + alpha * (image - alpha * fb - weight * bb)).clamp(0.0, 1.0)
         if n + 1 < len(sigmas):
-            inputs = [fg * alpha, alpha, bg * weight]
-        del blurred, fg_blur, bg
-    return fg
+            inputs = [fg * alpha, alpha, bb * weight]
+            del blurred, fb, bb
+    return fg, fb, bb
 
 
 def _no_grad(*tensors: torch.Tensor) -> bool:

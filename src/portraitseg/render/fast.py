@@ -26,7 +26,6 @@ import torch
 import torch.nn.functional as F
 
 from portraitseg.render.alpha import check_range, feather_alpha
-from portraitseg.render.blur import blur_map, blur_plan
 from portraitseg.render.composite import (
     FOREGROUND_SIGMAS,
     HALO_EPS,
@@ -34,6 +33,7 @@ from portraitseg.render.composite import (
     _inputs,
     _subject_free,
     _working,
+    blur_fusion,
     falloff_weights,
 )
 
@@ -187,7 +187,7 @@ def render_portrait_fast(
     if mode == "halo_free":
         s_short = min(low)
         sigmas = (max(FOREGROUND_SIGMAS[0] * s_short, 1.0), max(FOREGROUND_SIGMAS[1] * s_short, 1.0))
-        fg_small, fb, bb = _blur_fusion(small, a_small, sigmas, method)
+        fg_small, fb, bb = blur_fusion(small, a_small, sigmas, method)
         fields += [fb, bb]
         inputs = _subject_free(small, a_small, fg_small, highlights, highlight_threshold)
     else:
@@ -232,30 +232,6 @@ def render_portrait_fast(
         portrait[:, :, start:stop] = torch.lerp(background, fg, a)
         alpha_out[:, :, start:stop] = a
     return portrait, alpha_out
-
-
-def _blur_fusion(
-    image: torch.Tensor, alpha: torch.Tensor, sigmas: tuple[float, float], method: str
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """:func:`portraitseg.render.composite.estimate_foreground` returning also its last pass's
-    blurred means: ``(F, Fb, Bb)``, each ``(B, C, h, w)``."""
-    c = image.shape[1]
-    weight = 1.0 - alpha
-    inputs = [image * alpha, alpha, image * weight]
-    fg = fb = bb = image
-    for n, sigma in enumerate(sigmas):
-        plan = blur_plan("gaussian", sigma, image.shape[-2], image.shape[-1], method)
-
-        def means(ys: list[torch.Tensor]) -> torch.Tensor:
-            fa, a, b1a = ys
-            return torch.cat([fa / (a + 1e-5), b1a / (1.0 - a + 1e-5)], 1)
-
-        blurred = blur_map(inputs, plan, means)
-        fb, bb = blurred[:, :c], blurred[:, c:]
-        fg = (fb + alpha * (image - alpha * fb - weight * bb)).clamp(0.0, 1.0)
-        if n + 1 < len(sigmas):
-            inputs = [fg * alpha, alpha, bb * weight]
-    return fg, fb, bb
 
 
 __all__ = ["guided_coefficients", "render_portrait_fast", "work_factor"]
