@@ -25,7 +25,7 @@ import json
 import sys
 from typing import Any
 
-from portraitseg.cli.args import int_in
+from portraitseg.argtypes import int_in
 from portraitseg.onnx_contract import (
     DEFAULT_OPSET,
     DEFAULT_TRACE_SIZE,

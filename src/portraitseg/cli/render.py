@@ -29,8 +29,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from portraitseg.argtypes import float_in, int_in
 from portraitseg.classes import CLASS_NAMES, F1_GROUPS
-from portraitseg.cli.args import float_in, int_in
 from portraitseg.cli.outputs import PORTRAIT_TAG, STAGES_TAG, OutputNamer, expand_inputs
 from portraitseg.cli.photos import Job, PhotoLoop, progress_bar, say
 from portraitseg.config import DEFAULT_MAX_PIXELS  # --max-pixels default: the one limit

@@ -13,8 +13,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from portraitseg.argtypes import int_in
 from portraitseg.classes import CLASS_NAMES, NUM_CLASSES
-from portraitseg.cli.args import int_in
 from portraitseg.data.layouts import LAYOUTS, DatasetNotFoundError, detect_layout, discover
 from portraitseg.io import DEFAULT_MAX_PIXELS, InputError, MultiFrameWarning
 

@@ -32,7 +32,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from portraitseg.cli.args import float_in
+from portraitseg.argtypes import float_in
 from portraitseg.io import sha256_file
 
 CHUNK = 1 << 20
