@@ -15,6 +15,9 @@ taken pair by pair; peak memory is each child's own ``ru_maxrss``):
 * ``folder_12mp``: ``portraitseg render FOLDER`` of ``--folder-size`` 12 MP photos vs the naive
   script looping over the same folder in one process (``--naive-folder``): photos per second.
 * ``imports``: ``python -X importtime`` of one render: the largest imports.
+
+Each row records the machine's 1-minute load average before and after it (other work on the
+machine shows there).
 * ``before_1mp`` / ``before_12mp`` (with ``--before DIR``, a checkout of an earlier tree): the
   same ``portraitseg render`` from that tree (``PYTHONPATH=DIR/src``) vs this one.
 
@@ -213,6 +216,7 @@ def main() -> int:
                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "runs": args.runs}
     for row in rows:
         print(f"row {row} ...", file=sys.stderr, flush=True)
+        load_before = os.getloadavg()[0]
         if row.startswith("photo_"):
             results[row] = photo_row(row.split("_")[1], args.runs)
         elif row == "busy_1mp":
@@ -223,6 +227,7 @@ def main() -> int:
             results[row] = imports_row()
         elif row in BEFORE_ROWS:
             results[row] = before_row(row.split("_")[1], args.runs, args.before)
+        results[row]["load_average_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
         print(json.dumps({row: results[row]}, indent=1), flush=True)
     if args.out:
         args.out.write_text(json.dumps(results, indent=1) + "\n")
