@@ -1,7 +1,11 @@
 """Reading and writing user images and label maps, with errors that name the file.
 
-Every decoder in the project goes through here (dataset, render CLI, benchmarks), so EXIF
-orientation, colour modes, bit depth and size limits are handled once.
+Every decoder in the project goes through here (dataset, render CLI, ONNX runner, benchmarks), so
+EXIF orientation, colour modes, bit depth, size limits, colour profiles and transparency are
+handled once (:func:`read_photo`). Every file the project writes goes through one writer,
+:func:`atomic_write_all` (temporary file in the destination folder, fsync, verification, rename;
+nothing left under the final name on failure; folders, devices and FIFOs refused), with
+:func:`write_image`, :func:`write_torch` and :func:`write_figure` on top of it.
 """
 
 from __future__ import annotations
