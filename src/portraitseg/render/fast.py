@@ -91,10 +91,12 @@ def guided_coefficients(
 
 
 def box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
-    """Mean over ``(2 radius + 1)^2`` windows of ``(B, C, h, w)``, reflected at the border
-    (kornia's ``box_blur(x, 2 radius + 1, "reflect")``, without importing kornia on this path)."""
-    padded = F.pad(x, (radius, radius, radius, radius), mode="reflect")
-    return F.avg_pool2d(padded, 2 * radius + 1, stride=1)
+    """Mean over ``(2 radius + 1)^2`` windows of ``(B, C, h, w)``, reflected at the border:
+    kornia's ``box_blur(x, 2 radius + 1, "reflect")`` (a depthwise convolution, as there; CPU
+    pooling with stride 1 is ~4x slower), without importing kornia on this path."""
+    k, channels = 2 * radius + 1, x.shape[1]
+    kernel = x.new_full((channels, 1, k, k), 1.0 / (k * k))
+    return F.conv2d(F.pad(x, (radius, radius, radius, radius), mode="reflect"), kernel, groups=channels)
 
 
 def _row_taps(n_out: int, n_in: int, start: int, stop: int, device: torch.device):
