@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -264,15 +266,20 @@ def test_sigterm_is_an_interrupt(tmp_path, tiny_weights, monkeypatch, capsys):
 
 
 def test_rerun_after_a_killed_run_reuses_its_empty_names(tmp_path, tiny_weights, capsys):
-    """A killed run (SIGKILL: no cleanup) left its empty placeholders; nobody holds them, so the
-    re-run writes the plain names, not ``_1``. A live run's placeholder is never taken."""
+    """A killed run (SIGKILL: no cleanup) left its empty placeholders and a temporary file; nobody
+    holds them, so the re-run writes the plain names, not ``_1``, and removes the temporary file.
+    A live run's placeholder is never taken."""
     (photo,) = _photos(tmp_path / "in", 1)
     out = tmp_path / "out"
     out.mkdir()
     for name in ("p0_portrait.png", "p0_stages.jpg", "p0_alpha.png"):
         (out / name).touch()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (out / f".p0_portrait.png.0123abcd.{dead.pid}.tmp").write_bytes(b"half a portrait")  # killed writer
+    (out / f".notes.{dead.pid}.tmp").write_bytes(b"a user's file")  # not of the writer's naming
     assert _render(tiny_weights, out, photo) == 0
-    assert _listing(out) == ["p0_alpha.png", "p0_portrait.png", "p0_stages.jpg"]
+    assert _listing(out) == [f".notes.{dead.pid}.tmp", "p0_alpha.png", "p0_portrait.png", "p0_stages.jpg"]
     assert all((out / name).stat().st_size > 0 for name in _listing(out))
 
     live = tmp_path / "live"

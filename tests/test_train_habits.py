@@ -89,9 +89,11 @@ def test_last_ckpt_links_to_the_same_step_file_else_is_the_latest_state(tmp_path
 def test_stale_temporaries_of_our_naming_are_removed(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    stale = [tmp_path / f".last.ckpt.{dead.pid}.tmp", tmp_path / f".epoch003.ckpt.{dead.pid}.tmp"]
-    alive = tmp_path / f".last.ckpt.{os.getpid()}.tmp"
-    foreign = [tmp_path / ".notes.tmp", tmp_path / "x.123.tmp", tmp_path / ".model.onnx.12ab.tmp"]
+    stale = [tmp_path / f".last.ckpt.0123abcd.{dead.pid}.tmp",
+             tmp_path / f".epoch003.ckpt.89abcdef.{dead.pid}.tmp"]
+    alive = tmp_path / f".last.ckpt.0123abcd.{os.getpid()}.tmp"
+    foreign = [tmp_path / ".notes.tmp", tmp_path / "x.123.tmp", tmp_path / ".model.onnx.12ab.tmp",
+               tmp_path / f".backup.{dead.pid}.tmp", tmp_path / f".last.ckpt.{dead.pid}.tmp"]  # not ours
     for path in [*stale, alive, *foreign]:
         path.write_bytes(b"partial")
     assert sorted(remove_stale_temporaries(tmp_path)) == sorted(stale)

@@ -15,6 +15,7 @@ import errno
 import hashlib
 import io
 import os
+import re
 import secrets
 import stat
 import warnings
@@ -326,12 +327,51 @@ def check_destination(path: str | os.PathLike, replace: bool = True) -> None:
                           "replaced without being asked to)")
 
 
+#: the project's temporary files: ``.<name>.<8 hex>.<pid>.tmp`` (:func:`temporary_name`)
+TEMPORARY = re.compile(r"\.(?P<name>.+)\.(?P<token>[0-9a-f]{8})\.(?P<pid>\d+)\.tmp")
+
+
+def temporary_name(path: str | os.PathLike) -> Path:
+    """A fresh hidden name next to ``path`` for a file (or link) on its way to ``path``:
+    ``.<name>.<8 random hex>.<pid>.tmp``, so that :func:`remove_stale_temporaries` can tell the
+    leftovers of a killed process from anything else."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.{os.getpid()}.tmp")
+
+
+def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
+    """Delete the temporaries of :func:`temporary_name` in ``directory`` (files, or links) whose
+    process is gone (killed mid-write); every other file is left alone (unlinking a link never
+    touches what it points at).
+
+    Returns the paths removed.
+    """
+    removed = []
+    for path in Path(directory).glob(".*.tmp"):
+        match = TEMPORARY.fullmatch(path.name)
+        if match and (path.is_file() or path.is_symlink()) and not _pid_alive(int(match["pid"])):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
 def _temporary(path: Path) -> tuple[Path, int]:
-    """A new temporary file next to ``path``: ``.<name>.<token>.<pid>.tmp`` (the naming
-    :func:`portraitseg.lit.callbacks.remove_stale_temporaries` cleans up after a kill), created
-    exclusively; ``(path, fd)``."""
+    """A new temporary file next to ``path`` (:func:`temporary_name`), created exclusively;
+    ``(path, fd)``."""
     while True:
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.{os.getpid()}.tmp")
+        tmp = temporary_name(path)
         try:
             return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:

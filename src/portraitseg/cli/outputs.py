@@ -13,11 +13,10 @@ import contextlib
 import glob
 import os
 import re
-import secrets
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from portraitseg.io import IMAGE_SUFFIXES, WRITE_FORMATS, same_file
+from portraitseg.io import IMAGE_SUFFIXES, WRITE_FORMATS, remove_stale_temporaries, same_file, temporary_name
 
 #: Tags of the output names; folders are expanded without the files named like them.
 PORTRAIT_TAG = "_portrait"
@@ -114,6 +113,7 @@ class OutputNamer:
         self.claimed: set[Path] = set()
         self.overwrite = overwrite
         self.placeholders: dict[Path, int] = {}  # path -> open, locked descriptor
+        self.cleaned: set[Path] = set()  # folders whose killed runs' temporary files are removed
 
     @staticmethod
     def _lock(fd: int) -> bool:
@@ -183,7 +183,7 @@ class OutputNamer:
             return True
         # created locked under a private name, then linked to its name: link() fails if the name
         # exists (exclusive, like O_EXCL), and the placeholder is never seen unlocked
-        private = path.with_name(f".{path.name}.{secrets.token_hex(4)}.{os.getpid()}.tmp")
+        private = temporary_name(path)
         fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
             self._lock(fd)
@@ -217,7 +217,12 @@ class OutputNamer:
         self, src: Path, folder: Path, stages: bool, alpha: bool = False
     ) -> tuple[Path, Path | None, Path | None]:
         """``(portrait, stages figure or None, alpha matte or None)``, all sharing one number
-        (``<stem>_alpha<num>.png`` is the matte), each reserved on disk."""
+        (``<stem>_alpha<num>.png`` is the matte), each reserved on disk. The first time a folder is
+        used, the temporary files a killed run left in it are removed
+        (:func:`portraitseg.io.remove_stale_temporaries`)."""
+        if folder not in self.cleaned:
+            remove_stale_temporaries(folder)
+            self.cleaned.add(folder)
         ext = _output_suffix(src)
         n = 0
         while True:

@@ -1,20 +1,19 @@
 """Crash-safe checkpoints: :class:`AtomicModelCheckpoint` (``conf/callbacks/model_checkpoint.yaml``)
 writes every checkpoint through the project's one atomic writer, so a kill leaves the previous or the
-new file, never half of one; :func:`remove_stale_temporaries` cleans up after killed writers."""
+new file, never half of one; :func:`portraitseg.io.remove_stale_temporaries` cleans up after killed
+writers."""
 
 from __future__ import annotations
 
 import logging
 import os
-import re
-from pathlib import Path
 from typing import Any
 
 import lightning as L
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from portraitseg.io import write_torch
+from portraitseg.io import remove_stale_temporaries, temporary_name, write_torch
 
 log = logging.getLogger(__name__)
 
@@ -28,40 +27,6 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """
     path = write_torch(path, obj)
     remove_stale_temporaries(path.parent)
-
-
-#: our temporary files: ``.<name>[.<token>].<pid>.tmp`` (:mod:`portraitseg.io`'s writer)
-_TEMPORARY = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.tmp")
-
-
-def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
-    """Delete the temporaries of our own naming (``.<name>.<pid>.tmp``: files, or links made for
-    ``last.ckpt``) in ``directory`` whose writing process is gone (killed mid-write); other files
-    are never touched (unlinking a link never touches what it points at).
-
-    Returns the paths removed.
-    """
-    removed = []
-    for path in Path(directory).glob(".*.tmp"):
-        match = _TEMPORARY.fullmatch(path.name)
-        if match and (path.is_file() or path.is_symlink()) and not _pid_alive(match["pid"]):
-            path.unlink(missing_ok=True)
-            removed.append(path)
-    return removed
-
-
-def _pid_alive(pid: str) -> bool:
-    if not pid.isdigit():
-        return False
-    if int(pid) == os.getpid():
-        return True
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -169,7 +134,7 @@ class AtomicModelCheckpoint(ModelCheckpoint):
         if (trainer.is_global_zero and last and os.path.islink(last) and best and os.path.isfile(best)
                 and os.path.realpath(last) == os.path.realpath(filepath)
                 and os.path.realpath(best) != os.path.realpath(filepath)):
-            tmp = os.path.join(os.path.dirname(last), f".{os.path.basename(last)}.{os.getpid()}.tmp")
+            tmp = temporary_name(last)
             os.symlink(os.path.relpath(best, os.path.dirname(last)), tmp)
             os.replace(tmp, last)
         super()._remove_checkpoint(trainer, filepath)
