@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 
 from portraitseg.cli import config_dir
 from portraitseg.cli.checks import ConfigError, check_config
-from portraitseg.cli.train import RunConfigError, build_module, check_resume
+from portraitseg.cli.train import RunConfigError, build_module, resume_checkpoint
 from portraitseg.data import HelenDataModule
 from portraitseg.data.layouts import DatasetNotFoundError
 from portraitseg.io import InputError
@@ -160,13 +160,17 @@ def test_resuming_from_a_checkpoint_of_another_model_is_named(tmp_path):
     with pytest.raises(RunConfigError, match=rf"^ckpt_path={ckpt}: it holds another model \(arch=fpn, "
                        r"encoder_name=tu-mobilenetv3_small_050, classes=2.*\) than the one configured; resume "
                        r"with the model=\.\.\."):
-        check_resume(module, str(ckpt))
+        resume_checkpoint(module, str(ckpt), str(tmp_path))
     same = _lightning_ckpt(tmp_path / "same.ckpt", dict(cfg.model))
-    check_resume(module, str(same))  # the configured model: resumes
+    assert resume_checkpoint(module, str(same), str(tmp_path)) == str(same)  # the configured model
+    assert resume_checkpoint(module, None, str(tmp_path)) is None
     bad = tmp_path / "notes.ckpt"
     bad.write_text("not a checkpoint")
-    with pytest.raises(RunConfigError, match=rf"^ckpt_path={bad}: "):
-        check_resume(module, str(bad))
+    for path in (bad, tmp_path / "nope.ckpt"):
+        with pytest.raises(RunConfigError, match=rf"^ckpt_path={path}: "):
+            resume_checkpoint(module, str(path), str(tmp_path))
+    with pytest.raises(RunConfigError, match=r"^ckpt_path=last: no checkpoint matches"):
+        resume_checkpoint(module, "last", str(tmp_path / "task"))
 
 
 def _run(script: str, cwd: Path, *overrides: str) -> subprocess.CompletedProcess:

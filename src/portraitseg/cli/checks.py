@@ -6,7 +6,7 @@ A bad value ends in one line that names the key, the value and the fix (the main
 Lightning or an optimizer. Keys a config does not have are skipped (``eval.py`` has no
 optimizer). Problems only known later (a dataset root, a list file, a checkpoint of another
 model) are named where they are found: :mod:`portraitseg.data.layouts`,
-:class:`~portraitseg.data.HelenDataModule`, :func:`portraitseg.cli.train.check_resume`.
+:class:`~portraitseg.data.HelenDataModule`, :func:`portraitseg.cli.train.resume_checkpoint`.
 """
 
 from __future__ import annotations

@@ -119,11 +119,21 @@ def init_weights(module: SegmentationModule, path: str) -> None:
     log.info("initialized the network from %s", path)
 
 
-def check_resume(module: SegmentationModule, path: str) -> None:
-    """Refuse to resume (``ckpt_path``) from a checkpoint whose network is not the configured one,
-    by name, before Lightning fails inside ``load_state_dict``."""
+def resume_checkpoint(module: SegmentationModule, ckpt_path: str | None, task_dir: str) -> str | None:
+    """The checkpoint to resume from (``ckpt_path``: null, ``last`` or a file; see
+    :func:`~portraitseg.lit.callbacks.resolve_ckpt_path`), refused by name when it is missing,
+    unreadable, a weights export, or holds another network than the configured one (before
+    Lightning fails inside ``load_state_dict``)."""
+    from portraitseg.lit.callbacks import resolve_ckpt_path
     from portraitseg.models.checkpoint import read_model_file
 
+    try:
+        path = resolve_ckpt_path(ckpt_path, task_dir)
+    except InputError as err:  # CheckpointError
+        text = str(err)
+        raise RunConfigError(text if text.startswith("ckpt_path=") else f"ckpt_path={ckpt_path}: {text}") from None
+    if path is None:
+        return None
     try:
         stored = read_model_file(path)
     except (FileNotFoundError, InputError) as err:  # CheckpointError is an InputError
@@ -141,6 +151,7 @@ def check_resume(module: SegmentationModule, path: str) -> None:
             f"ckpt_path={path}: it holds another model ({summary}) than the one configured; resume "
             "with the model=... (and model.* overrides) of the run that wrote it, or start fresh "
             "with ckpt_path=null (init_from= loads weights of the same model only)")
+    return path
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -149,8 +160,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
     import lightning as L
     import torch
     from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
-
-    from portraitseg.lit.callbacks import resolve_ckpt_path
 
     log_each_line_once()
     if cfg.get("render"):  # the preset of the validation grids: the CLI's rules
@@ -174,9 +183,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         init_weights(module, cfg.init_from)
     resume = None
     if cfg.get("train", True):
-        resume = resolve_ckpt_path(cfg.get("ckpt_path"), f"{cfg.paths.log_dir}/{cfg.task_name}")
-        if resume:
-            check_resume(module, resume)
+        resume = resume_checkpoint(module, cfg.get("ckpt_path"), f"{cfg.paths.log_dir}/{cfg.task_name}")
     callbacks: list[Callback] = _instantiate_all(cfg.get("callbacks"), "callbacks")
     loggers = _instantiate_all(cfg.get("logger"), "logger")
     if not loggers:  # LearningRateMonitor refuses to run without a logger (e.g. debug=fdr)
