@@ -27,6 +27,7 @@ size, beside the same faces parsed on their own (the model on the 256 px HELEN* 
 
     python experiments/face_finding/bench.py                 # the recorded run (a few minutes)
     python experiments/face_finding/bench.py --quick         # 2 photos, for the tests
+    python experiments/face_finding/bench.py --report results.json   # the tables of a saved run
 """
 
 from __future__ import annotations
@@ -193,6 +194,33 @@ def gated_heads(probs, person, head, m: int):
     return boxes, area, torch.tensor([keep])
 
 
+def report(result: dict) -> str:
+    """Markdown tables of a saved run: finders by face size, and the parse F1 by face size."""
+    arms = result["arms"]
+    lines = ["| finder | " + " | ".join(f"recall {b}" for b in result["bins"])
+             + " | recall >= 48 | precision | false / MP (pasted photos) | false / MP (people-free) |",
+             "|---" * (len(result["bins"]) + 5) + "|"]
+    for arm, r in arms.items():
+        cells = ["-" if v is None else f"{v:.2f}" for v in r["recall_by_bin"]]
+        lines.append(f"| {arm} | " + " | ".join(cells) + f" | {r['recall_48_up']} | {r['precision']} | "
+                     f"{r['false_per_mp_pasted_photos']} | {r['false_per_mp_people_free']} |")
+    lines += ["", "| overall F1 | " + " | ".join(result["bins"]) + " | >= 64 px | all |",
+              "|---" * (len(result["bins"]) + 3) + "|"]
+    names = {"parse": "pipeline, faces=parse (before)", "mtcnn": "pipeline, faces=mtcnn (after)",
+             "own": "the face on its own (256 px)"}
+    for key, name in names.items():
+        cells = ["-" if v is None else f"{100 * v:.1f}" for v in result["parse_f1"][key]]
+        f1 = result["parse_f1"]
+        lines.append(f"| {name} | " + " | ".join(cells)
+                     + f" | {100 * f1[key + '_64_up']:.1f} | {100 * f1[key + '_all']:.1f} |")
+    lines += ["", "| framed (a parsed crop holds the face) | " + " | ".join(result["bins"]) + " |",
+              "|---" * (len(result["bins"]) + 1) + "|"]
+    for arm in ("parse", "mtcnn"):
+        cells = ["-" if v is None else f"{v:.2f}" for v in arms[arm]["framed_by_bin"]]
+        lines.append(f"| faces={arm} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--photos", type=int, default=20)
@@ -202,7 +230,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", default=str(SHARED))
     parser.add_argument("--out", default=str(HERE / "results.json"))
+    parser.add_argument("--report", metavar="JSON", help="print the tables of a saved run and stop")
     args = parser.parse_args()
+    if args.report:
+        print(report(json.loads(Path(args.report).read_text())))
+        return
     if args.quick:
         args.photos, args.faces = 2, 2
 
@@ -393,6 +425,7 @@ def main() -> None:
             for i in range(nb)]
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
+    print(report(result))
 
 
 if __name__ == "__main__":
