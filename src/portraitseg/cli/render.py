@@ -242,7 +242,7 @@ def build_job(args: argparse.Namespace) -> Job:
 
 
 # --------------------------------------------------------------------------------------------
-# one photo: read, render, write (the stages of the run's thread pipeline)
+# the command
 
 
 def run(args: argparse.Namespace) -> int:
