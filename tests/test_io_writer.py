@@ -137,6 +137,31 @@ def test_file_size_limit_is_a_named_error_not_a_truncated_jpeg(tmp_path):
     assert not ours.exists() and debris(tmp_path) == []
 
 
+_RENDER_FSIZE_LIMIT = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+from portraitseg.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_render_cli_on_a_full_disk_fails_the_photo(tmp_path, tiny_weights):
+    """The reported case end to end: ``render x.jpg -o DIR`` with too little room for the portrait
+    said "rendered 1 of 1" and left a truncated JPEG; now the photo fails with a named error
+    (exit 1) and the folder holds nothing of it."""
+    src = tmp_path / "x.jpg"
+    Image.fromarray(noise(160, 200)).save(src, quality=95)  # its portrait is well over 20 kB
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-c", _RENDER_FSIZE_LIMIT, "render", str(src), "-o", str(out),
+                           "--ckpt", str(tiny_weights), "--device", "cpu", "--subject", "face"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "x_portrait.jpg: could not be written (the disk is full or the file size limit" in proc.stderr
+    assert "rendered 0 of 1" in proc.stderr and "Traceback" not in proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == []
+
+
 def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
     def interrupted(fd, data):
         raise KeyboardInterrupt
