@@ -50,9 +50,9 @@ BAD_OVERRIDES = [
     ("data.val_fraction=0", "data.val_fraction=0: must be a finite number in (0, 1)"),
     ("data.val_fraction=nan", "data.val_fraction=nan: must be a finite number in (0, 1)"),
     ("data.num_workers=-1", "data.num_workers=-1: must be an integer >= 0"),
-    ("data.image_size=0", "data.image_size=0: must be an integer >= 32 and a multiple of 32"),
-    ("data.image_size=100", "data.image_size=100: must be an integer >= 32 and a multiple of 32; pass e.g. "
-                            "data.image_size=256"),
+    ("data.image_size=0", "data.image_size=0: must be an integer >= 32"),
+    ("data.image_size=16", "data.image_size=16: must be an integer >= 32; pass e.g. data.image_size=256"),
+    ("data.image_size=[256,256]", "data.image_size=[256,256]: must be an integer >= 32"),
     ("data.max_pixels=0", "data.max_pixels=0: must be an integer >= 1 or null"),
     ("data.limit=0", "data.limit=0: must be an integer >= 1 or null"),
     ("data.layout=helen", "data.layout=helen: must be one of auto, smith, helenstar, folder"),
@@ -96,7 +96,7 @@ def test_bad_override_is_named_with_its_fix(tmp_path, override, message):
                                       "optimizer.lr=1", "trainer.max_epochs=-1", "trainer.precision=16-mixed",
                                       "trainer.precision=32", "trainer.limit_train_batches=0.25",
                                       "trainer.limit_val_batches=3", "trainer.max_time=00:02:00:00",
-                                      "trainer.devices=auto", "seed=null", "data.image_size=320",
+                                      "trainer.devices=auto", "seed=null", "data.image_size=48",
                                       "loss.class_weights=[1,1,1,1,1,1,1,1,1,1,1]"])
 def test_good_overrides_pass(tmp_path, override):
     check_config(config(tmp_path, override))

@@ -44,14 +44,14 @@ def _is_number(v: Any) -> bool:
 Rule = Callable[[Any], "str | None"]
 
 
-def integer(lo: int, *extra: int, null: bool = False, multiple: int = 1) -> Rule:
-    """An integer ``>= lo`` (or one of ``extra``, or null), a multiple of ``multiple``."""
+def integer(lo: int, *extra: int, null: bool = False) -> Rule:
+    """An integer ``>= lo`` (or one of ``extra``, or null)."""
     def rule(v: Any) -> str | None:
         if (v is None and null) or (_is_int(v) and v in extra):
             return None
-        if _is_int(v) and v >= lo and v % multiple == 0:
+        if _is_int(v) and v >= lo:
             return None
-        what = f"an integer >= {lo}" + (f" and a multiple of {multiple}" if multiple > 1 else "")
+        what = f"an integer >= {lo}"
         what += "".join(f" or {e}" for e in extra) + (" or null" if null else "")
         return what
     return rule
@@ -117,7 +117,7 @@ COMMON_KEYS: dict[str, tuple[Rule, str]] = {
     "data.batch_size": (integer(1), "8"),
     "data.eval_batch_size": (integer(1, null=True), "null"),
     "data.num_workers": (integer(0), "2"),
-    "data.image_size": (integer(32, multiple=32), "256"),
+    "data.image_size": (integer(32), "256"),
     "data.val_fraction": (number(0, 1, lo_open=True, hi_open=True), "0.1"),
     "data.split_seed": (integer(0), "0"),
     "data.limit": (integer(1, null=True), "null"),
