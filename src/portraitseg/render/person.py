@@ -467,9 +467,9 @@ def load_person_model(path: str | os.PathLike, map_location: Any = "cpu") -> tup
     classes = int(info["model"].get("classes", NUM_CLASSES))
     if classes != 2:
         raise CheckpointError(
-            f"{path}: a person model must be a 2-class person segmenter (background, person), this one has "
-            f"{classes}; train one with `python train.py experiment=person data.root=<images/ + "
-            "masks/ folder>` and pass its checkpoint (a face-parsing model goes to --ckpt)"
+            f"{path}: a person model must have 2 classes (background, person), this one has "
+            f"{classes}; pass a 2-class person segmenter, trained with `python train.py "
+            "experiment=person data.root=<images/ + masks/ folder>` (a face-parsing model goes to --ckpt)"
         )
     return model, info
 
