@@ -276,11 +276,13 @@ def test_pipeline_refuses_photos_over_its_pixel_limit_before_converting(tiny_pip
 
 def test_one_pixel_limit_for_data_render_and_the_api():
     import portraitseg.io
-    from portraitseg.config import DEFAULT_MAX_PIXELS
+    import portraitseg.pipeline
+    from portraitseg.config import DEFAULT_MAX_PIXELS, DEFAULT_MODEL_SIZE
     from portraitseg.data.datamodule import HelenDataModule
 
     conf = cli_render._conf_dir()
     assert cli_render.DEFAULT_MAX_PIXELS is DEFAULT_MAX_PIXELS is portraitseg.io.DEFAULT_MAX_PIXELS
+    assert cli_render.DEFAULT_MODEL_SIZE is DEFAULT_MODEL_SIZE is portraitseg.pipeline.DEFAULT_MODEL_SIZE
     assert HelenDataModule(root=".").hparams.max_pixels == DEFAULT_MAX_PIXELS
     for yaml in sorted((conf / "data").glob("*.yaml")):  # the data configs spell the value out
         for line in yaml.read_text().splitlines():

@@ -10,6 +10,9 @@ from pathlib import Path
 #: accepts (``max_pixels``). 50 MP covers 48 MP phone and 45 MP DSLR photos while keeping the
 #: render's memory (about 200 bytes per pixel on the CPU) bounded, and refuses decompression bombs.
 DEFAULT_MAX_PIXELS = 50_000_000
+#: Model input size (long side) when a checkpoint does not record its training size: the pipeline's
+#: pass 1 and ``portraitseg render`` alike.
+DEFAULT_MODEL_SIZE = 256
 
 
 
@@ -21,4 +24,4 @@ def config_dir() -> str:
     return str(Path(__file__).resolve().parents[2] / "conf")
 
 
-__all__ = ["DEFAULT_MAX_PIXELS", "config_dir"]
+__all__ = ["DEFAULT_MAX_PIXELS", "DEFAULT_MODEL_SIZE", "config_dir"]

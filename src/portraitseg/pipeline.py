@@ -50,7 +50,7 @@ from torch import nn
 
 from portraitseg.boxes import roi_align
 from portraitseg.classes import CLASS_NAMES, FLIP_PERMUTATION, NUM_CLASSES, model_class_ids
-from portraitseg.config import DEFAULT_MAX_PIXELS
+from portraitseg.config import DEFAULT_MAX_PIXELS, DEFAULT_MODEL_SIZE
 from portraitseg.render.person import resize_tensor
 from portraitseg.sizing import long_side
 from portraitseg.subject.alpha import class_masks, parse_alpha
@@ -61,8 +61,6 @@ from portraitseg.subject.faces import MIN_FACE, FaceFinder
 #: by GrabCut, :func:`portraitseg.render.person.person_alpha`) or ``face`` (the kept parsed
 #: classes only, the paper).
 PIPELINE_SUBJECTS = ("person", "person_grabcut", "face")
-#: Model input size (long side) of pass 1 when the checkpoint does not record its training size.
-DEFAULT_MODEL_SIZE = 256
 #: Side of the square face crops of pass 2 (the HELEN* training crops).
 FACE_SIZE = 256
 #: Long side of the grid the fine parse is pasted on and the subject alpha built on (photos

@@ -33,7 +33,7 @@ from portraitseg.argtypes import float_in, int_in
 from portraitseg.classes import CLASS_NAMES, F1_GROUPS
 from portraitseg.cli.outputs import PORTRAIT_TAG, STAGES_TAG, OutputNamer, expand_inputs
 from portraitseg.cli.photos import Job, PhotoLoop, progress_bar, say
-from portraitseg.config import DEFAULT_MAX_PIXELS  # --max-pixels default: the one limit
+from portraitseg.config import DEFAULT_MAX_PIXELS, DEFAULT_MODEL_SIZE  # shared limits and defaults
 from portraitseg.io import (
     IMAGE_SUFFIXES,
     InputError,
@@ -41,10 +41,6 @@ from portraitseg.io import (
 
 if TYPE_CHECKING:  # PyTorch is imported when a model is loaded, not for --help or usage errors
     import torch
-
-
-#: Default model input size when the checkpoint does not record its training size.
-DEFAULT_MODEL_SIZE = 256
 
 
 class UsageError(ValueError):
