@@ -115,7 +115,8 @@ def test_every_shipped_config_passes(tmp_path):
         check_config(config(tmp_path, "ckpt_path=default", "split=dev", name="eval"))
     with pytest.raises(ConfigError, match=r"^data.sources.ccp.weight=-1: must be a finite number >= 0"):
         check_config(config(tmp_path, "data=mixed", "data.sources.ccp.weight=-1", tiny=False))
-    with pytest.raises(ConfigError, match=r"^data.sources.ccp.val_fraction=1: must be a finite number in \[0, 1\)"):
+    with pytest.raises(ConfigError, match=r"^data.sources.ccp.val_fraction=1: must be a finite number "
+                       r"in \[0, 1\)"):
         check_config(config(tmp_path, "data=mixed", "data.sources.ccp.val_fraction=1", tiny=False))
 
 
@@ -158,8 +159,8 @@ def test_resuming_from_a_checkpoint_of_another_model_is_named(tmp_path):
              "encoder_name": "tu-mobilenetv3_small_050", "classes": 2}
     ckpt = _lightning_ckpt(tmp_path / "other.ckpt", other)
     with pytest.raises(RunConfigError, match=rf"^ckpt_path={ckpt}: it holds another model \(arch=fpn, "
-                       r"encoder_name=tu-mobilenetv3_small_050, classes=2.*\) than the one configured; resume "
-                       r"with the model=\.\.\."):
+                       r"encoder_name=tu-mobilenetv3_small_050, classes=2.*\) than the one configured; "
+                       r"resume with the model=\.\.\."):
         resume_checkpoint(module, str(ckpt), str(tmp_path))
     same = _lightning_ckpt(tmp_path / "same.ckpt", dict(cfg.model))
     assert resume_checkpoint(module, str(same), str(tmp_path)) == str(same)  # the configured model
@@ -229,7 +230,8 @@ def test_lightning_lines_reach_the_console_once():
 @pytest.mark.slow
 def test_train_py_logs_each_line_once_and_counts_flops(tmp_path):
     tiny = [o for o in TINY if o != "trainer.enable_model_summary=false" and o != "~callbacks.progress_bar"]
-    proc = _run("train.py", tmp_path, f"paths.root_dir={tmp_path}", *tiny, "trainer.enable_model_summary=true")
+    proc = _run("train.py", tmp_path, f"paths.root_dir={tmp_path}", *tiny,
+                "trainer.enable_model_summary=true")
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout + proc.stderr
     assert out.count("Seed set to 42") == 1, out[-3000:]

@@ -220,8 +220,9 @@ def check_config(cfg: DictConfig) -> None:
     if weights is not None:
         ok = isinstance(weights, ListConfig) and all(_is_number(w) and w >= 0 for w in weights)
         if not ok or (classes is not None and len(weights) != classes):
-            raise ConfigError(f"loss.class_weights={_show(weights)}: must be null or {classes or 'K'} numbers "
-                              ">= 0, one per class of model.classes; pass e.g. loss.class_weights=null")
+            raise ConfigError(f"loss.class_weights={_show(weights)}: must be null or {classes or 'K'} "
+                              "numbers >= 0, one per class of model.classes; pass e.g. "
+                              "loss.class_weights=null")
 
 
 def instantiate_trainer(node: DictConfig, **kwargs: Any) -> Any:

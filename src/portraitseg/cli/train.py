@@ -130,8 +130,9 @@ def resume_checkpoint(module: SegmentationModule, ckpt_path: str | None, task_di
     try:
         path = resolve_ckpt_path(ckpt_path, task_dir)
     except InputError as err:  # CheckpointError
-        text = str(err)
-        raise RunConfigError(text if text.startswith("ckpt_path=") else f"ckpt_path={ckpt_path}: {text}") from None
+        text = str(err)  # (the errors about ckpt_path=last name it already)
+        raise RunConfigError(text if text.startswith("ckpt_path=") else f"ckpt_path={ckpt_path}: {text}") \
+            from None
     if path is None:
         return None
     try:
