@@ -160,6 +160,7 @@ class MTCNN(nn.Module):
         self.min_face, self.thresholds, self.factor = float(min_face), tuple(thresholds), float(factor)
         self.pnet, self.rnet, self.onet = PNet(), _rnet(), _onet()
         self.load_state_dict(_rename(torch.load(WEIGHTS, map_location="cpu", weights_only=True)))
+        self.to(memory_format=torch.channels_last)  # ~2x faster convolutions of 3-48 channels on CPU
         self.eval()
 
     def scales(self, height: int, width: int) -> list[float]:
@@ -177,7 +178,9 @@ class MTCNN(nn.Module):
         from portraitseg.render.person import resize_tensor
 
         b, _, h, w = image.shape
-        normed = lambda x: (x * 255.0 - 127.5) * 0.0078125  # noqa: E731  (the nets' input scaling)
+        def normed(x: torch.Tensor) -> torch.Tensor:  # the nets' input scaling and memory layout
+            return ((x * 255.0 - 127.5) * 0.0078125).contiguous(memory_format=torch.channels_last)
+
         cands, owners = [], []
         for scale in self.scales(h, w):
             small = resize_tensor(image, (int(h * scale + 1), int(w * scale + 1)))
