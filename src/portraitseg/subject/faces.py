@@ -9,13 +9,13 @@ face parser's head classes, it is trained to tell faces from non-faces, so textu
 (brick, gravel, fur, food) give no faces (``experiments/face_finding/results.md``).
 
 A face box is the extent of a face's skin and facial features (HELEN*'s classes 1-9: forehead to
-chin, cheek to cheek, no hair or ears): MTCNN's own boxes (eyebrows to chin) are mapped onto that
+chin, cheek to cheek, no hair or ears): MTCNN's own boxes (within 4 % of it) are mapped onto that
 definition by :data:`BOX_CALIBRATION`, measured on HELEN* train labels.
 
-The interface is one pure function, :func:`find_faces`: ``image (B, 3, H, W)`` (and, for
-finders that use them, the pass-1 outputs) -> ``(boxes (B, M, 4), scores (B, M), used (B, M))``.
-Any ``nn.Module`` that maps a photo to per-image ``(N, 5)`` tensors of ``x0, y0, x1, y1, score``
-face boxes (e.g. a box head on the segmenter's encoder) can take :class:`MTCNN`'s place.
+The interface is one pure function, :func:`find_faces`: ``image (B, 3, H, W)``, a detector and
+``M`` -> ``(boxes (B, M, 4), scores (B, M), used (B, M))``. Any ``nn.Module`` that maps a photo to
+per-image ``(N, 5)`` tensors of ``x0, y0, x1, y1, score`` face boxes (e.g. a box head on the
+segmenter's encoder, which would also see the pass-1 features) can take :class:`MTCNN`'s place.
 """
 
 from __future__ import annotations
