@@ -47,23 +47,31 @@ TINY_MIXED = ("data.epoch_size=4 trainer.max_epochs=1 model.encoder_name=tu-mobi
               "model.encoder_weights=null data.image_size=64 data.batch_size=2 data.num_workers=0 "
               "trainer.limit_val_batches=1 trainer.num_sanity_val_steps=0 module.num_log_images=0")
 MIXED_DATA = ("helenstar", "ccp_person")
+#: experiments/demo's two arms shrunk to one step each on 8 synthetic 64 px portraits of their own
+TINY_DEMO = ("trainer.max_epochs=1 trainer.limit_train_batches=1 trainer.limit_val_batches=1 "
+             "trainer.num_sanity_val_steps=0 data.synthetic.n=8 data.synthetic.size=64 data.image_size=64 "
+             "data.batch_size=2 paths.data_dir={out}/data")
 
 SCRIPTS = [
     Script("bench_data/bench.py", "--sizes 64 --workers 0 --epochs 1 --steps 2 --out {out}/results.json",
-           needs=("helenstar",)),
+           needs=("helenstar",), slow=True),
     Script("bench_pipeline/bench.py",
            "--sizes 640x480 --runs 1 --threads 1 --no-rss --arms pipeline opencv --out {out}/results.json",
            slow=True),
     Script("bench_pipeline/ablation_pass2.py", "--limit 2 --scales 1 2 --threads 1 --out {out}/ablation.json",
            needs=("helenstar",), slow=True),
+    Script("bench_render_path/bench.py", "--runs 1 --folder-size 2 --rows photo_1mp --out {out}/results.json",
+           slow=True),
     Script("bench_train_step/bench.py",
-           "--size 64 --steps 4 --repeats 1 --models resnet18 --threads 1 --out {out}/results.json"),
+           "--size 64 --steps 4 --repeats 1 --models resnet18 --threads 1 --out {out}/results.json",
+           slow=True),
+    Script("demo/run.sh", env=(("OUT", "{out}/demo"), ("EXTRA", TINY_DEMO)), slow=True),
     Script("face_finding/bench.py", "--quick --threads 1 --out {out}/results.json", needs=("helenstar",),
            slow=True),
     Script("face_finding/calibrate.py", "--n 4 --out {out}/calibration.json", needs=("helenstar",),
            slow=True),
     Script("helen_cpu/report.py", "{tiny_run} --out {out}", slow=True),
-    Script("output_writer/bench.py", "--runs 1 --files 5 --dir {out}"),
+    Script("output_writer/bench.py", "--runs 1 --files 5 --dir {out}", slow=True),
     Script("person/bench_person.py", "quality --n 2 --size 128 --out-dir {out}"),
     Script("person/export_person_masks.py", "--out {out}/masks --n 4 --size 64"),
     Script("person_mixed/ablation.sh", env=(("ARMS", "ce"), ("EXTRA", TINY_MIXED + " paths.log_dir={out}")),
@@ -154,3 +162,4 @@ def test_every_script_has_a_row() -> None:
     missing = sorted(scripts - set(BY_PATH))
     assert not missing, f"add a Script(...) row for each to SCRIPTS in {Path(__file__).name}: {missing}"
     assert not set(BY_PATH) - scripts, "rows for scripts that are gone"
+    assert len(BY_PATH) == len(SCRIPTS), "one row per script"

@@ -3,7 +3,8 @@
 # on subject IoU) against the current one ("after": conf/experiment/demo.yaml, FPN with
 # class-balanced cross-entropy), on the embedded synthetic portraits (64 x 128 px, 40 steps).
 # Prints each arm's CPU and wall time and its validation scores per epoch.
-#   bash experiments/demo/run.sh            (OUT=... for another output folder)
+#   bash experiments/demo/run.sh            (OUT=... for another output folder; EXTRA="k=v ...":
+#   Hydra overrides added to both arms, e.g. the tiny run of tests/test_experiments.py)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
@@ -15,7 +16,7 @@ for arm in before after; do
   # shellcheck disable=SC2086
   /usr/bin/time -f "$arm: %U s user + %S s system CPU, %e s wall, peak RSS %M KB" \
     "$PY" train.py experiment=demo task_name="demo_$arm" paths.log_dir="$OUT" $overrides \
-    trainer.enable_progress_bar=false > "$OUT.$arm.log" 2>&1 || { tail -20 "$OUT.$arm.log"; exit 1; }
+    trainer.enable_progress_bar=false ${EXTRA:-} > "$OUT.$arm.log" 2>&1 || { tail -20 "$OUT.$arm.log"; exit 1; }
   tail -1 "$OUT.$arm.log"
   "$PY" - "$OUT/demo_$arm" <<'PYEOF'
 import csv, glob, sys
