@@ -238,3 +238,18 @@ def test_train_py_logs_each_line_once_and_counts_flops(tmp_path):
     assert out.count("`Trainer.fit` stopped") == 1, out[-3000:]
     flops = [ln for ln in out.splitlines() if "Total FLOPs" in ln]
     assert len(flops) == 1 and not flops[0].split(":")[-1].strip().startswith("0"), flops
+
+
+def test_values_a_lightning_constructor_refuses_are_named(tmp_path):
+    from portraitseg.cli.checks import instantiate_checked
+    from portraitseg.cli.train import _instantiate_all
+
+    cfg = config(tmp_path, "callbacks.early_stopping.mode=up", tiny=False)
+    with pytest.raises(ConfigError, match=r"^callbacks.early_stopping: `mode` can be .*got up; change the "
+                       r"callbacks.early_stopping.\* overrides"):
+        _instantiate_all(cfg.callbacks, "callbacks")
+    cfg = config(tmp_path)  # a progress bar callback is in the list: the trainer must not refuse
+    with pytest.raises(ConfigError, match=r"^trainer: Trainer was configured with "
+                       r"`enable_progress_bar=False` but found `RichProgressBar`"):
+        instantiate_checked(cfg.trainer, "trainer", callbacks=_instantiate_all(
+            config(tmp_path, tiny=False).callbacks, "callbacks"))

@@ -225,9 +225,10 @@ def check_config(cfg: DictConfig) -> None:
                               "loss.class_weights=null")
 
 
-def instantiate_trainer(node: DictConfig, **kwargs: Any) -> Any:
-    """``lightning.Trainer`` from the ``trainer`` node; a combination Lightning refuses (its
-    MisconfigurationException or ValueError) is a :class:`ConfigError`, not a Hydra traceback."""
+def instantiate_checked(node: DictConfig, key: str, **kwargs: Any) -> Any:
+    """Build the Lightning object of the config node ``key`` (``trainer``, ``callbacks.<name>``);
+    values its constructor refuses (a MisconfigurationException or ValueError) are a
+    :class:`ConfigError` naming ``key``, not a Hydra traceback."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
     from lightning.fabric.utilities.exceptions import MisconfigurationException
@@ -236,5 +237,5 @@ def instantiate_trainer(node: DictConfig, **kwargs: Any) -> Any:
         return instantiate(node, **kwargs)
     except InstantiationException as err:
         if isinstance(err.__cause__, (MisconfigurationException, ValueError)):
-            raise ConfigError(f"trainer: {err.__cause__}; change the trainer.* overrides") from None
+            raise ConfigError(f"{key}: {err.__cause__}; change the {key}.* overrides") from None
         raise

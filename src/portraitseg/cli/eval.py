@@ -24,7 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from portraitseg.cli import config_dir
-from portraitseg.cli.checks import ConfigError, check_config, instantiate_trainer
+from portraitseg.cli.checks import ConfigError, check_config, instantiate_checked
 from portraitseg.io import InputError, atomic_write, write_figure, write_image
 
 if TYPE_CHECKING:  # imported when an evaluation starts, so `eval.py --help` and config errors are quick
@@ -180,7 +180,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         cfg.data.num_classes = classes
     if "root" in cfg.data and cfg.data.root is None:
         raise EvalConfigError("data.root is not set: pass data.root=/path/to/the/dataset")
-    datamodule: HelenDataModule = instantiate(cfg.data)
+    datamodule: HelenDataModule = instantiate_checked(cfg.data, "data")
     datamodule.setup("test")
     split = cfg.split
     if split not in datamodule.splits:
@@ -202,7 +202,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()
                if isinstance(c, DictConfig) and "_target_" in c]
-    trainer: L.Trainer = instantiate_trainer(cfg.trainer, logger=loggers or False)
+    trainer: L.Trainer = instantiate_checked(cfg.trainer, "trainer", logger=loggers or False)
     trainer.test(module, dataloaders=loader, verbose=False)
     confusion = module.test_confusion
     if trainer.world_size > 1:

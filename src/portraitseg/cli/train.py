@@ -15,11 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from portraitseg.cli import config_dir
-from portraitseg.cli.checks import ConfigError, check_config, instantiate_trainer
+from portraitseg.cli.checks import ConfigError, check_config, instantiate_checked
 from portraitseg.cli.extras import ExtrasError, apply_extras, log_each_line_once
 from portraitseg.data.layouts import DatasetNotFoundError
 from portraitseg.io import InputError, atomic_write
@@ -47,7 +46,8 @@ def _instantiate_all(section: DictConfig | None, group: str) -> list[Any]:
     """Instantiate every ``{name: {_target_: ...}}`` entry of a callbacks/logger section.
 
     A missing optional package (``logger=tensorboard`` without tensorboard) is a
-    :class:`RunConfigError` naming the entry and the extra that installs it.
+    :class:`RunConfigError` naming the entry and the extra that installs it; a value the
+    constructor refuses (``callbacks.early_stopping.mode=up``) a :class:`ConfigError` naming it.
     """
     if not section:
         return []
@@ -56,7 +56,7 @@ def _instantiate_all(section: DictConfig | None, group: str) -> list[Any]:
         if not (isinstance(node, DictConfig) and "_target_" in node):
             continue
         try:
-            built.append(instantiate(node))
+            built.append(instantiate_checked(node, f"{group}.{name}"))
         except Exception as err:  # noqa: BLE001 - hydra wraps the constructor's error
             missing = _missing_module(err)
             if missing is None:
@@ -178,7 +178,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         choice = HydraConfig.get().runtime.choices.get("data") if HydraConfig.initialized() else None
         raise RunConfigError(f"data.root is not set{f' for data={choice}' if choice else ''}: "
                              "pass data.root=/path/to/the/dataset")
-    datamodule: L.LightningDataModule = instantiate(cfg.data)
+    datamodule: L.LightningDataModule = instantiate_checked(cfg.data, "data")
     module = build_module(cfg)
     if cfg.get("init_from"):
         init_weights(module, cfg.init_from)
@@ -194,7 +194,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.trainer.get("enable_model_summary") and cfg.data.get("image_size"):
         # one training-size image: the summary reports the model's FLOPs and sizes, not "0"
         module.example_input_array = torch.zeros(1, 3, cfg.data.image_size, cfg.data.image_size)
-    trainer: L.Trainer = instantiate_trainer(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: L.Trainer = instantiate_checked(cfg.trainer, "trainer", callbacks=callbacks,
+                                             logger=loggers or False)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
