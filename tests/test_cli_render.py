@@ -26,7 +26,8 @@ from portraitseg.classes import CLASS_NAMES, NUM_CLASSES
 from portraitseg.cli.main import main
 from portraitseg.io import read_image
 from portraitseg.models.checkpoint import export_weights
-from portraitseg.pipeline import PortraitPipeline, render_preset, segment_letterboxed
+from portraitseg.models.inference import segment_letterboxed
+from portraitseg.pipeline import PortraitPipeline, render_preset
 from portraitseg.render.person import PERSON_DEFAULTS
 from portraitseg.viz import stages_figure
 

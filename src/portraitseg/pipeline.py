@@ -51,7 +51,7 @@ from torch import nn
 from portraitseg.boxes import roi_align
 from portraitseg.classes import CLASS_NAMES, FLIP_PERMUTATION, NUM_CLASSES, model_class_ids
 from portraitseg.config import DEFAULT_MAX_PIXELS, DEFAULT_MODEL_SIZE
-from portraitseg.render.person import resize_tensor
+from portraitseg.models.inference import run_model, segment_letterboxed
 from portraitseg.sizing import long_side
 from portraitseg.subject.alpha import class_masks, parse_alpha
 from portraitseg.subject.faces import MIN_FACE, FaceFinder
@@ -168,7 +168,7 @@ def _check_pixels(batch: torch.Tensor, first: int) -> None:
     if batch.device.type != "cpu" or batch.numel() == 0 or torch.compiler.is_compiling():
         return
     low, high = batch.flatten(1).aminmax(dim=1)  # NaN propagates into both
-    for i, (lo, hi) in enumerate(zip(low.tolist(), high.tolist(), strict=True)):
+    for i, (lo, hi) in enumerate(zip(low.tolist(), high.tolist())):
         if not (np.isfinite(lo) and np.isfinite(hi)):
             raise PipelineError(
                 f"image #{first + i} has NaN or infinite pixels (min {lo}, max {hi}); repair or drop "
@@ -241,7 +241,7 @@ def stack_images(
         if t.dtype not in _INT_SCALE and not t.is_floating_point():
             raise PipelineError(f"{where}: dtype {t.dtype} is not a pixel type; pass uint8 (0-255), "
                                 "uint16 (0-65535) or float in [0, 1], e.g. images.to(torch.uint8)")
-    devices = {t.device for t, src in zip(items, sources, strict=True) if isinstance(src, torch.Tensor)}
+    devices = {t.device for t, src in zip(items, sources) if isinstance(src, torch.Tensor)}
     if len(devices) > 1:
         raise PipelineError(f"images on several devices ({', '.join(sorted(map(str, devices)))}): move "
                             "them to one, e.g. [t.to('cpu') for t in images]")
@@ -272,49 +272,6 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     if planes.ndim == 2:
         return cv2.convertScaleAbs(np.ascontiguousarray(planes), alpha=255.0)
     return cv2.merge([cv2.convertScaleAbs(np.ascontiguousarray(p), alpha=255.0) for p in planes])
-
-
-def segment_letterboxed(
-    model: nn.Module, image: torch.Tensor, size: int, *, tta: bool = False,
-    flip_perm: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Pass 1: the model on the photo letterboxed to ``size x size`` (long side ``size``, black
-    padding bottom/right, the eval transform's layout), the padding cropped off.
-
-    Args:
-        model: a :class:`~portraitseg.models.Segmenter` (``segment``) or any ``image -> logits`` net.
-        image: ``(B, 3, H, W)`` in [0, 1].
-        tta: average with the mirrored photo's prediction; ``flip_perm`` (``(K,)`` long, on the
-            image's device) swaps left/right classes of the mirrored parse (None: no swap).
-
-    Returns:
-        ``(probs (B, K, h, w), person (B, 1, h, w) probability or None)``, ``(h, w) =
-        long_side(H, W, size)``.
-    """
-    h, w = long_side(image.shape[-2], image.shape[-1], size)
-    x = F.pad(resize_tensor(image, (h, w)), (0, size - w, 0, size - h))
-    logits, person = run_model(model, x, tta=tta, flip_perm=flip_perm)
-    probs = logits[..., :h, :w].float().softmax(1)
-    return probs, None if person is None else person[..., :h, :w].float().sigmoid()
-
-
-def run_model(
-    model: nn.Module, x: torch.Tensor, *, tta: bool = False, flip_perm: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``(class logits (B, K, h, w), person logit (B, 1, h, w) or None)`` of ``x (B, 3, h, w)``,
-    flip-averaged with ``tta`` (the mirrored square's prediction of column j is at column j again
-    once un-flipped, so letterbox padding on the right stays on the right)."""
-    run = getattr(model, "segment", None) or (lambda t: (model(t), None))
-    logits, person = run(x)
-    if tta:
-        m_logits, m_person = run(x.flip(-1))
-        m_logits = m_logits.flip(-1)
-        if flip_perm is not None:
-            m_logits = m_logits.index_select(1, flip_perm)
-        logits = 0.5 * (logits + m_logits)
-        if person is not None:
-            person = 0.5 * (person + m_person.flip(-1))
-    return logits, person
 
 
 def max3x3(x: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,6 @@
-"""The inference artifact: a model file's network traced to TorchScript, loaded with PyTorch alone.
+"""Inference with a segmenter: pass 1 on a letterboxed photo (:func:`segment_letterboxed`, flip
+TTA in :func:`run_model`), and the inference artifact: a model file's network traced to
+TorchScript, loaded with PyTorch alone.
 
 Building a segmenter from a weights file imports segmentation-models-pytorch and timm (about 3 s
 on a 2-core machine, more than the whole render of a photo). A weights file ``<name>.pt`` may have
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from portraitseg._version import __version__
@@ -40,6 +43,7 @@ from portraitseg.io import (
     sha256_file,
 )
 from portraitseg.models.segmenter import Segmenter
+from portraitseg.sizing import long_side, resize_tensor
 
 #: suffix of the artifact beside a weights file
 ARTIFACT_SUFFIX = ".ts"
@@ -178,6 +182,49 @@ def load_inference_segmenter(weights: str | os.PathLike) -> tuple[nn.Module, dic
     from portraitseg.models.checkpoint import load_segmenter
 
     return load_segmenter(weights, map_location="cpu")
+
+
+def segment_letterboxed(
+    model: nn.Module, image: torch.Tensor, size: int, *, tta: bool = False,
+    flip_perm: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Pass 1: the model on the photo letterboxed to ``size x size`` (long side ``size``, black
+    padding bottom/right, the eval transform's layout), the padding cropped off.
+
+    Args:
+        model: a :class:`~portraitseg.models.Segmenter` (``segment``) or any ``image -> logits`` net.
+        image: ``(B, 3, H, W)`` in [0, 1].
+        tta: average with the mirrored photo's prediction; ``flip_perm`` (``(K,)`` long, on the
+            image's device) swaps left/right classes of the mirrored parse (None: no swap).
+
+    Returns:
+        ``(probs (B, K, h, w), person (B, 1, h, w) probability or None)``, ``(h, w) =
+        long_side(H, W, size)``.
+    """
+    h, w = long_side(image.shape[-2], image.shape[-1], size)
+    x = F.pad(resize_tensor(image, (h, w)), (0, size - w, 0, size - h))
+    logits, person = run_model(model, x, tta=tta, flip_perm=flip_perm)
+    probs = logits[..., :h, :w].float().softmax(1)
+    return probs, None if person is None else person[..., :h, :w].float().sigmoid()
+
+
+def run_model(
+    model: nn.Module, x: torch.Tensor, *, tta: bool = False, flip_perm: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(class logits (B, K, h, w), person logit (B, 1, h, w) or None)`` of ``x (B, 3, h, w)``,
+    flip-averaged with ``tta`` (the mirrored square's prediction of column j is at column j again
+    once un-flipped, so letterbox padding on the right stays on the right)."""
+    run = getattr(model, "segment", None) or (lambda t: (model(t), None))
+    logits, person = run(x)
+    if tta:
+        m_logits, m_person = run(x.flip(-1))
+        m_logits = m_logits.flip(-1)
+        if flip_perm is not None:
+            m_logits = m_logits.index_select(1, flip_perm)
+        logits = 0.5 * (logits + m_logits)
+        if person is not None:
+            person = 0.5 * (person + m_person.flip(-1))
+    return logits, person
 
 
 def main(argv: list[str] | None = None) -> int:

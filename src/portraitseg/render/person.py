@@ -46,12 +46,11 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from portraitseg.classes import CLASS_NAMES, NUM_CLASSES, SUBJECT_CLASSES
 from portraitseg.render.alpha import check_keep, check_range
 from portraitseg.render.blur import check_blur_input
-from portraitseg.sizing import long_side
+from portraitseg.sizing import long_side, resize_tensor
 from portraitseg.subject.alpha import class_masks, combine_alpha, parse_alpha
 
 #: Defaults of :func:`person_alpha` (192 px / 2 iterations: see experiments/person/results.md).
@@ -122,21 +121,6 @@ def check_person_options(*, work_size: int, min_face: float, iterations: int, sh
         raise ValueError(f"person option shoulder_width={shoulder_width!r} must be > 0 (face widths)")
     if not margin >= 0:
         raise ValueError(f"person option margin={margin!r} must be >= 0 (face widths)")
-
-
-def resize_tensor(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Resize ``(B, C, H, W)`` to ``size`` (bilinear; antialiased when shrinking).
-
-    Large reductions first take every k-th pixel (k <= half the reduction), so a 12 MP photo
-    is not read in full; the antialiased bilinear pass then averages over >= 2 input pixels.
-    """
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    step = max(1, int(min(x.shape[-2] / size[0], x.shape[-1] / size[1]) // 2))
-    if step > 1:
-        x = x[..., ::step, ::step].contiguous()
-    shrink = x.shape[-2] > size[0] or x.shape[-1] > size[1]
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)
 
 
 def face_geometry(component: np.ndarray, features: np.ndarray | None = None) -> Face:

@@ -175,7 +175,7 @@ class MTCNN(nn.Module):
 
     def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
         from portraitseg.boxes import batched_nms
-        from portraitseg.render.person import resize_tensor
+        from portraitseg.sizing import resize_tensor
 
         b, _, h, w = image.shape
         def normed(x: torch.Tensor) -> torch.Tensor:  # the nets' input scaling and memory layout
@@ -231,7 +231,7 @@ class MTCNN(nn.Module):
 def _levels(image: torch.Tensor) -> list[tuple[float, torch.Tensor]]:
     """``(scale, image at that scale)`` for scales 1, 1/4, 1/16 (down to about 64 px): where
     :func:`_crop` takes large boxes from."""
-    from portraitseg.render.person import resize_tensor
+    from portraitseg.sizing import resize_tensor
 
     h, w = image.shape[-2:]
     out, scale = [(1.0, image)], 0.25
