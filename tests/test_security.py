@@ -255,4 +255,9 @@ def test_a_preset_can_only_build_the_renderer(tmp_path, monkeypatch):
     monkeypatch.undo()
     with pytest.raises(PipelineError, match="is not allowed"):
         render_preset("disc", _target_="builtins.open", file=str(marker), mode="w")
+    nested = {"_target_": "builtins.open", "file": str(marker), "mode": "w"}  # Hydra builds these too
+    with pytest.raises(PipelineError, match=r"person\._target_ 'builtins.open' is not allowed"):
+        render_preset("disc", person=nested)
+    with pytest.raises(PipelineError, match=r"keep\[0\]\._target_"):
+        render_preset("disc", keep=[nested])
     assert not marker.exists()

@@ -61,7 +61,8 @@ def preset_path(name: str) -> Path:
 
 
 def check_target(options: Mapping[str, Any], where: str) -> None:
-    """Refuse render options whose ``_target_`` is not the renderer class.
+    """Refuse render options whose ``_target_`` is not the renderer class, or that name a
+    constructor anywhere inside (Hydra instantiates nested ``_target_`` entries too).
 
     Raises:
         PresetError: naming ``where`` and the target found.
@@ -70,6 +71,20 @@ def check_target(options: Mapping[str, Any], where: str) -> None:
     if target not in RENDERER_TARGETS:
         raise PresetError(f"{where}: _target_ {target!r} is not allowed; a render preset builds "
                           f"{' or '.join(RENDERER_TARGETS)}")
+
+    def nested(value: Any, key: str) -> None:
+        if isinstance(value, Mapping):
+            if "_target_" in value:
+                raise PresetError(f"{where}: {key}._target_ {value['_target_']!r} is not allowed; the "
+                                  "options of a render preset are values, not objects to build")
+            for k, v in value.items():
+                nested(v, f"{key}.{k}")
+        elif isinstance(value, (list, tuple)):
+            for i, v in enumerate(value):
+                nested(v, f"{key}[{i}]")
+
+    for key, value in options.items():
+        nested(value, str(key))
 
 
 def load_preset(name: str) -> dict[str, Any]:
