@@ -247,7 +247,8 @@ def main() -> None:
     from portraitseg.data.layouts import discover
     from portraitseg.io import read_image, read_label
     from portraitseg.lit.metrics import scores_from_confusion
-    from portraitseg.pipeline import PortraitPipeline, find_heads, segment_letterboxed
+    from portraitseg.models.inference import segment_letterboxed
+    from portraitseg.pipeline import PortraitPipeline, find_heads
     from portraitseg.subject.faces import MIN_FACE, MTCNN, THRESHOLDS, find_faces
 
     torch.set_num_threads(args.threads)

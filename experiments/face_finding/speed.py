@@ -34,7 +34,8 @@ def main() -> None:
     import skimage.data
     import torch
 
-    from portraitseg.pipeline import PortraitPipeline, segment_letterboxed
+    from portraitseg.models.inference import segment_letterboxed
+    from portraitseg.pipeline import PortraitPipeline
     from portraitseg.subject.faces import MTCNN, find_faces
 
     torch.set_num_threads(args.threads)
