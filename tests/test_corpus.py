@@ -273,7 +273,7 @@ COMMANDS = [
                                     "0", "64"], 2, "--image-size: 0 is out of range"),
     ("check_missing", "data", ["check", "{tmp}/nope"], 2, "dataset root .* does not exist"),
     ("check_empty", "data", ["check", "{dir}"], 2, "no dataset layout recognised"),
-    ("check_file", "data", ["check", "{photo}"], 2, "does not exist"),
+    ("check_file", "data", ["check", "{photo}"], 2, "is a file, not a folder"),
     ("check_max_pixels", "data", ["check", "{dir}", "--max-pixels", "0"],
      2, "--max-pixels: 0 is out of range"),
     ("check_binary_list", "data", ["check", "{binary_list}"],
