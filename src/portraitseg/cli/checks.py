@@ -18,11 +18,12 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from portraitseg.data.layouts import LAYOUTS
+
 #: ``trainer.precision`` values Lightning accepts (its ``_PRECISION_INPUT``, without importing it)
 PRECISIONS = ("64-true", "32-true", "16-true", "16-mixed", "bf16-true", "bf16-mixed", "64", "32", "16",
               "bf16", "transformer-engine", "transformer-engine-float16")
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "tpu", "auto")
-LAYOUTS = ("auto", "smith", "helenstar", "folder")
 _MAX_TIME = re.compile(r"^\d+:\d{1,2}:\d{1,2}:\d{1,2}$")
 
 
@@ -124,7 +125,7 @@ COMMON_KEYS: dict[str, tuple[Rule, str]] = {
     "data.limit_val": (integer(1, null=True), "null"),
     "data.max_pixels": (integer(1, null=True), "50000000"),
     "data.epoch_size": (integer(1, null=True), "2800"),
-    "data.layout": (choice(*LAYOUTS), "auto"),
+    "data.layout": (choice("auto", *LAYOUTS), "auto"),
     "data.skip_bad": (boolean, "false"),
     "model.classes": (integer(2), "11"),
     "optimizer.lr": (number(0, lo_open=True), "1e-3"),
@@ -171,7 +172,7 @@ SOURCE_KEYS: dict[str, tuple[Rule, str]] = {
     "weight": (number(0), "1.0"),  # 0: validated only, never drawn for training
     "val_fraction": (number(0, 1, hi_open=True), "0.1"),
     "limit": (integer(1, null=True), "null"),
-    "layout": (choice(*LAYOUTS), "auto"),
+    "layout": (choice("auto", *LAYOUTS), "auto"),
 }
 
 _ABSENT = object()
