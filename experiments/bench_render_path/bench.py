@@ -103,9 +103,10 @@ def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, flo
 
 
 def pairs(a: list[str], b: list[str], runs: int, env_a: dict | None = None,
-          env_b: dict | None = None) -> dict:
+          env_b: dict | None = None, warmup: bool = True) -> dict:
     """A and B alternating, one warm-up each: medians, ratios A/B pair by pair, peaks."""
-    timed(a, env_a), timed(b, env_b)
+    if warmup:
+        timed(a, env_a), timed(b, env_b)
     ta, tb, ma, mb = [], [], [], []
     for _ in range(runs):
         wa, pa = timed(a, env_a)
@@ -165,7 +166,7 @@ def folder_row(count: int, runs: int) -> dict:
     out = DATA / "folder_out"
     render = [*RENDER, str(folder), "-o", str(out), "--overwrite", "-q"]
     script = [sys.executable, __file__, "--naive-folder", str(folder), str(masks), str(out)]
-    row = pairs(render, script, runs)
+    row = pairs(render, script, runs, warmup=False)  # the files are cached: written just before
     row.update({"a": "portraitseg render FOLDER", "b": "naive OpenCV loop (one process)",
                 "photos": count,
                 "a_photos_per_s": count / row["a_s"], "b_photos_per_s": count / row["b_s"],
@@ -209,7 +210,8 @@ def main() -> int:
         for src in sorted(folder.glob("*.jpg")):
             naive(src, masks / f"{src.stem}_alpha.png", out / f"{src.stem}_naive.jpg")
         return 0
-    rows = args.rows.split(",") + (list(BEFORE_ROWS) if args.before else [])
+    rows = args.rows.split(",")
+    rows += [row for row in BEFORE_ROWS if args.before and row not in rows]
     results = {"command": " ".join([Path(sys.executable).name, *sys.argv]),
                "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores, "
                           f"Python {platform.python_version()}",
@@ -229,8 +231,8 @@ def main() -> int:
             results[row] = before_row(row.split("_")[1], args.runs, args.before)
         results[row]["load_average_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
         print(json.dumps({row: results[row]}, indent=1), flush=True)
-    if args.out:
-        args.out.write_text(json.dumps(results, indent=1) + "\n")
+        if args.out:  # after every row: a run cut short keeps what it measured
+            args.out.write_text(json.dumps(results, indent=1) + "\n")
     shutil.rmtree(DATA / "out", ignore_errors=True)
     return 0
 
