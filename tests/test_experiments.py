@@ -47,6 +47,11 @@ TINY_MIXED = ("data.epoch_size=4 trainer.max_epochs=1 model.encoder_name=tu-mobi
               "model.encoder_weights=null data.image_size=64 data.batch_size=2 data.num_workers=0 "
               "trainer.limit_val_batches=1 trainer.num_sanity_val_steps=0 module.num_log_images=0")
 MIXED_DATA = ("helenstar", "ccp_person")
+#: experiments/helen_parse's arms shrunk to seconds (the fine-tuning arms start from the bundled model,
+#: so they keep its encoder)
+TINY_HELEN = ("trainer.max_epochs=1 trainer.limit_train_batches=2 trainer.limit_val_batches=1 "
+              "trainer.num_sanity_val_steps=0 data.image_size=64 data.batch_size=2 data.num_workers=0 "
+              "module.num_log_images=0")
 #: experiments/demo's two arms shrunk to one step each on 8 synthetic 64 px portraits of their own
 TINY_DEMO = ("trainer.max_epochs=1 trainer.limit_train_batches=1 trainer.limit_val_batches=1 "
              "trainer.num_sanity_val_steps=0 data.synthetic.n=8 data.synthetic.size=64 data.image_size=64 "
@@ -71,6 +76,9 @@ SCRIPTS = [
     Script("face_finding/calibrate.py", "--n 4 --out {out}/calibration.json", needs=("helenstar",),
            slow=True),
     Script("face_finding/speed.py", "--sizes 256x192 --runs 1 --threads 1 --out {out}/speed.json"),
+    Script("helen_parse/ablation.sh",
+           env=(("ARMS", "plain ft_plain"), ("EXTRA", TINY_HELEN + " paths.log_dir={out}")),
+           needs=MIXED_DATA, slow=True),
     Script("helen_cpu/report.py", "{tiny_run} --out {out}", slow=True),
     Script("output_writer/bench.py", "--runs 1 --files 5 --dir {out}", slow=True),
     Script("person/bench_person.py", "quality --n 2 --size 128 --out-dir {out}"),

@@ -10,6 +10,7 @@ resized back to the photo). ``--timing`` times every model on one 512x384 photo 
         --out experiments/person_mixed/results_ablation.json [--figure fig.png] [--timing]
 
 The val splits are exactly those of training (same sources, val_fraction 0.1, split_seed 0).
+A model without a person head (a Helen-only parser) is scored on the Helen parse only.
 """
 
 from __future__ import annotations
@@ -53,8 +54,11 @@ SOURCES = {
 
 
 @torch.inference_mode()
-def predict(net: torch.nn.Module, rgb: np.ndarray, size: int, tta: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Class probabilities ``(1, K, H, W)`` and person matte ``(1, 1, H, W)`` at the photo's size."""
+def predict(
+    net: torch.nn.Module, rgb: np.ndarray, size: int, tta: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Class probabilities ``(1, K, H, W)`` and person matte ``(1, 1, H, W)`` (None without a person
+    head) at the photo's size."""
     out = EvalTransform(size)(image=rgb, mask=np.zeros(rgb.shape[:2], np.uint8))
     h, w = out["valid_size"]
     x = torch.from_numpy(out["image"]).permute(2, 0, 1)[None].float().div(255)
@@ -62,17 +66,18 @@ def predict(net: torch.nn.Module, rgb: np.ndarray, size: int, tta: bool) -> tupl
     if tta:
         m_logits, m_person = net.segment(x.flip(-1))
         logits = 0.5 * (logits + flip_logits(m_logits))
-        person = 0.5 * (person + m_person.flip(-1))
+        person = None if person is None else 0.5 * (person + m_person.flip(-1))
     native = rgb.shape[:2]
     logits = F.interpolate(logits[..., :h, :w], size=native, mode="bilinear", align_corners=False)
+    if person is None:
+        return logits.softmax(1), None
     person = F.interpolate(person[..., :h, :w], size=native, mode="bilinear", align_corners=False)
     return logits.softmax(1), person.sigmoid()
 
 
 def evaluate(path: str, size: int, tta: bool, splits: dict, limit: int | None) -> dict:
     net, info = load_segmenter(path)
-    if not getattr(net, "person_head", False):
-        raise SystemExit(f"{path}: this model has no person head")
+    person_head = bool(getattr(net, "person_head", False))
     result: dict = {
         "model": path,
         "size": size,
@@ -82,13 +87,16 @@ def evaluate(path: str, size: int, tta: bool, splits: dict, limit: int | None) -
     }
     for source, samples in splits.items():
         parse_metrics, person_metrics = HelenMetrics(NUM_CLASSES), PersonMetrics()
+        if not person_head and all(sample.parse is None for sample in samples):
+            continue  # nothing this model predicts is labelled here
         for sample in samples[:limit]:
             rgb, parse, matte = load_targets(sample)
             probs, person = predict(net, rgb, size, tta)
             if sample.parse is not None:
                 parse_metrics.update(probs.argmax(1), torch.from_numpy(parse).long()[None])
-            person_metrics.update(person, torch.from_numpy(matte).float()[None, None] / 255)
-        scores = {k: float(v) for k, v in person_metrics.compute().items()}
+            if person is not None:
+                person_metrics.update(person, torch.from_numpy(matte).float()[None, None] / 255)
+        scores = {k: float(v) for k, v in person_metrics.compute().items()} if person_head else {}
         if int(parse_metrics.confusion.sum()):
             helen = parse_metrics.compute()
             scores.update(
@@ -115,24 +123,20 @@ def time_512(net: torch.nn.Module, runs: int = 10) -> float:
 def figure(path: str, samples: list, out: Path, size: int, n: int = 8) -> None:
     """Rows of photo | person matte | portrait (disc preset) for ``n`` CCP val photos."""
     import cv2
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
     from PIL import Image
 
-    from portraitseg.cli import config_dir
-    from portraitseg.render import person_alpha_from_matte
+    from portraitseg.pipeline import render_parse, render_preset
 
     net, _ = load_segmenter(path)
-    renderer = instantiate(OmegaConf.load(Path(config_dir()) / "render" / "disc.yaml"))
+    renderer = render_preset("disc")
     rows = []
     step = max(1, len(samples) // n)
     for sample in samples[::step][:n]:
         rgb, _, _ = load_targets(sample)
         probs, person = predict(net, rgb, size, True)
         image = torch.from_numpy(rgb).permute(2, 0, 1)[None].float().div(255)
-        alpha = person_alpha_from_matte(person, probs, renderer.keep, from_logits=False)
         with torch.inference_mode():
-            portrait, used = renderer(image, alpha=alpha)
+            portrait, used = render_parse(renderer, image, probs, person)
         to8 = lambda t: (t[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)  # noqa: E731
         panels = [rgb, np.repeat(to8(used), 3, axis=2), to8(portrait)]
         h = 300
@@ -180,13 +184,15 @@ def main() -> None:
         t = time.time()
         scores = evaluate(ckpt, args.size, not args.no_tta, splits, args.limit)
         results[name] = {**results.get(name, {}), **scores}
-        r = results[name]
-        h, c = r["helenstar"], r["ccp"]
+        h, c = results[name]["helenstar"], results[name].get("ccp")
+        person = ", no person head"
+        if c:
+            person = (f", ccp IoU {c['person_iou']:.4f} BF {c['person_boundary_f']:.4f} "
+                      f"MAD {c['person_mad']:.4f}, helen person IoU {h['person_iou']:.4f}")
         print(
             f"{name}: helen f1_overall {h['f1_overall']:.4f} (brows {h['f1_brows']:.3f}, l/r-brow "
             f"{h['f1/left_brow']:.3f}/{h['f1/right_brow']:.3f}, l/r-eye {h['f1/left_eye']:.3f}/"
-            f"{h['f1/right_eye']:.3f}), ccp IoU {c['person_iou']:.4f} BF {c['person_boundary_f']:.4f} "
-            f"MAD {c['person_mad']:.4f}, helen person IoU {h['person_iou']:.4f} ({time.time() - t:.0f} s)",
+            f"{h['f1/right_eye']:.3f}){person} ({time.time() - t:.0f} s)",
             flush=True,
         )
         args.out.write_text(json.dumps(results, indent=1) + "\n")

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Helen-parse recipe ablation at equal compute (results: experiments/helen_parse/results.md).
+# Arms (each ~15 min of uncontended compute on a 2-core CPU; steps from measured step times:
+# FPN/Lite0 batch 8 takes ~0.8 s at 256 px and ~1.2 s at 320 px):
+#   plain        the plain Helen-only recipe (control): experiment=helen_plain, 5 epochs = 1125 steps at 256 px
+#   ft_balanced  stage 2 from the bundled model, class-balanced CE: experiment=person_helen_ft, 750 steps at 320 px
+#   ft_plain     the same with plain CE
+#   bash experiments/helen_parse/ablation.sh      (ARMS="plain ft_plain" to pick; then evaluate.py on each last.ckpt)
+# EXTRA: more overrides for every arm (the tests run it with a tiny model for a few steps).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PY=${PY:-.venv/bin/python}
+INIT=${INIT:-src/portraitseg/weights/default.pt}
+ARMS=${ARMS:-plain ft_balanced ft_plain}
+read -r -a EXTRA_ARGS <<< "${EXTRA:-}"
+for arm in $ARMS; do
+  echo "=== arm $arm $(date -u +%H:%M:%S)"
+  case $arm in
+    plain) $PY train.py experiment=helen_plain task_name=hp_plain callbacks.progress_bar=null "${EXTRA_ARGS[@]}" ;;
+    ft_balanced) $PY train.py experiment=person_helen_ft task_name=hp_ft_balanced init_from=$INIT \
+                   callbacks.progress_bar=null "${EXTRA_ARGS[@]}" ;;
+    ft_plain) $PY train.py experiment=person_helen_ft task_name=hp_ft_plain init_from=$INIT \
+                loss.class_weights=null callbacks.progress_bar=null "${EXTRA_ARGS[@]}" ;;
+  esac
+done
+echo "=== done $(date -u +%H:%M:%S)"
