@@ -166,7 +166,7 @@ def folder_row(count: int, runs: int) -> dict:
     out = DATA / "folder_out"
     render = [*RENDER, str(folder), "-o", str(out), "--overwrite", "-q"]
     script = [sys.executable, __file__, "--naive-folder", str(folder), str(masks), str(out)]
-    row = pairs(render, script, runs, warmup=False)  # the files are cached: written just before
+    row = pairs(render, script, runs, warmup=False)  # the photos were read to make their masks
     row.update({"a": "portraitseg render FOLDER", "b": "naive OpenCV loop (one process)",
                 "photos": count,
                 "a_photos_per_s": count / row["a_s"], "b_photos_per_s": count / row["b_s"],
