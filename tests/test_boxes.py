@@ -31,7 +31,8 @@ def test_nms_matches_torchvision(threshold):
 @pytest.mark.parametrize(("sampling", "aligned"), [(2, True), (-1, True), (-1, False), (1, False)])
 def test_roi_align_matches_torchvision(sampling, aligned):
     image = torch.rand(2, 3, 50, 70, generator=torch.Generator().manual_seed(3))
-    boxes = torch.cat([_boxes(6, 4, 60.0), torch.tensor([[-10.0, -8.0, 30.0, 20.0], [60.0, 40.0, 90.0, 75.0]])])
+    outside = torch.tensor([[-10.0, -8.0, 30.0, 20.0], [60.0, 40.0, 90.0, 75.0]])
+    boxes = torch.cat([_boxes(6, 4, 60.0), outside])
     rois = torch.cat([torch.tensor([0, 1, 0, 1, 0, 1, 1, 0], dtype=torch.float32)[:, None], boxes], 1)
     for scale, size in ((1.0, (7, 7)), (0.5, (12, 9))):
         got = roi_align(image, rois, size, scale, sampling, aligned)

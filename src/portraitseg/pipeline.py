@@ -168,7 +168,7 @@ def _check_pixels(batch: torch.Tensor, first: int) -> None:
     if batch.device.type != "cpu" or batch.numel() == 0 or torch.compiler.is_compiling():
         return
     low, high = batch.flatten(1).aminmax(dim=1)  # NaN propagates into both
-    for i, (lo, hi) in enumerate(zip(low.tolist(), high.tolist())):
+    for i, (lo, hi) in enumerate(zip(low.tolist(), high.tolist(), strict=True)):
         if not (np.isfinite(lo) and np.isfinite(hi)):
             raise PipelineError(
                 f"image #{first + i} has NaN or infinite pixels (min {lo}, max {hi}); repair or drop "
@@ -241,7 +241,7 @@ def stack_images(
         if t.dtype not in _INT_SCALE and not t.is_floating_point():
             raise PipelineError(f"{where}: dtype {t.dtype} is not a pixel type; pass uint8 (0-255), "
                                 "uint16 (0-65535) or float in [0, 1], e.g. images.to(torch.uint8)")
-    devices = {t.device for t, src in zip(items, sources) if isinstance(src, torch.Tensor)}
+    devices = {t.device for t, src in zip(items, sources, strict=True) if isinstance(src, torch.Tensor)}
     if len(devices) > 1:
         raise PipelineError(f"images on several devices ({', '.join(sorted(map(str, devices)))}): move "
                             "them to one, e.g. [t.to('cpu') for t in images]")
