@@ -255,7 +255,7 @@ COMMANDS = [
     ("render_keep", "portraitseg", ["render", "{photo}", "--keep", "nose,beard", "--ckpt", "{model}"], 2,
      "unknown class 'beard'"),
     ("render_person_ckpt", "portraitseg",
-     ["render", "{photo}", "--person-ckpt", "{model}", "--ckpt", "{model}"], 2, "expected a 2-class person"),
+     ["render", "{photo}", "--person-ckpt", "{model}", "--ckpt", "{model}"], 2, "a person model must have 2 classes"),
     ("render_person_ckpt_empty", "portraitseg",
      ["render", "{photo}", "--person-ckpt", "", "--ckpt", "{model}"], 2, "--person-ckpt is empty"),
     ("render_ckpt_empty_string", "portraitseg", ["render", "{photo}", "--ckpt", ""], 2, "--ckpt is empty"),
