@@ -1,8 +1,10 @@
 """Code, docs and results speak about the project itself: no words about how it was being made.
 
-A reader of the repository cannot know who "the lead" was, what a "closing note" or "stop 9" was,
-or which "session" a number came from; a measurement states its conditions in plain words
-instead ("2-core VM, a training job running beside it", "no GPU was available").
+A reader of the repository cannot know who did what while it was made, or in which working period a
+number was taken; a measurement states its conditions in plain words instead ("2-core VM, a training
+job running beside it", "no GPU was available"). The patterns and examples below are spelled so that
+they do not match themselves (``[ ]`` for a space, examples split into adjacent literals): the whole
+tracked tree, this file included, is searched with the same words by other tools.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 #: Words about the making of the project, not the project. Kept precise: "user agent", a
 #: "TensorBoard session", an onnxruntime ``InferenceSession`` or an "issue" in general are fine.
 PROCESS_WORDS = re.compile(
-    r"closing note|helper-[0-9]|helper agents?|helpers' |\bthe lead\b|\blead's\b|this session"
-    r"|lent to this|not drawn|\bstop-?[0-9]+\b|\bissue #?[0-9]+|the issue's|the author's tests",
+    r"closing[ ]note|helper-[0-9]|helper[ ]agents?|helpers' |\bthe[ ]lead\b|\blead[']s\b|this[ ]session"
+    r"|lent[ ]to[ ]this|not[ ]drawn|\bstop-?[0-9]+\b|\bissue #?[0-9]+|the issue's|the author's tests",
     re.IGNORECASE,
 )
 
@@ -43,8 +45,8 @@ def tracked_text_files() -> list[Path]:
 
 
 def test_the_pattern_finds_process_words_and_spares_ordinary_ones() -> None:
-    found = ["see the stop-9 closing note", "the lead's training run", "ran in this session",
-             "no GPU was lent to this task", "`status`: not drawn", "Goal (issue 6)", "helper-3 ran it"]
+    found = ["see the st" "op-9 clos" "ing note", "the le" "ad's training run", "ran in this se" "ssion",
+             "no GPU was lent to this ta" "sk", "`status`: not dr" "awn", "Goal (issue 6)", "help" "er-3 ran it"]
     spared = ["User-Agent header", "a TensorBoard session", "ort.InferenceSession(path)",
               "a known issue with OpenCV", "a lead-in sentence", "procedurally drawn portraits"]
     assert all(PROCESS_WORDS.search(text) for text in found)
