@@ -5,6 +5,8 @@
 #   plain        the plain Helen-only recipe (control): experiment=helen_plain, 5 epochs = 1125 steps at 256 px
 #   ft_balanced  stage 2 from the bundled model, class-balanced CE: experiment=person_helen_ft, 750 steps at 320 px
 #   ft_plain     the same with plain CE
+#   long         the final stage: experiment=person_helen_long from the bundled (ft_plain) weights, 2000 steps
+#                at 320 px with an EMA of the weights (not part of the default ARMS; ARMS=long)
 #   bash experiments/helen_parse/ablation.sh      (ARMS="plain ft_plain" to pick; then evaluate.py on each last.ckpt)
 # EXTRA: more overrides for every arm (the tests run it with a tiny model for a few steps).
 set -euo pipefail
@@ -21,6 +23,9 @@ for arm in $ARMS; do
                    callbacks.progress_bar=null "${EXTRA_ARGS[@]}" ;;
     ft_plain) $PY train.py experiment=person_helen_ft task_name=hp_ft_plain init_from=$INIT \
                 loss.class_weights=null callbacks.progress_bar=null "${EXTRA_ARGS[@]}" ;;
+    long) $PY train.py experiment=person_helen_long task_name=hp_long init_from=$INIT \
+            callbacks.progress_bar=null "${EXTRA_ARGS[@]}" ;;
+    *) echo "unknown arm: $arm (plain, ft_balanced, ft_plain, long)" >&2; exit 2 ;;
   esac
 done
 echo "=== done $(date -u +%H:%M:%S)"
