@@ -23,6 +23,20 @@ from portraitseg.config import config_dir
 PRESET_NAME = re.compile(r"[A-Za-z0-9_-]+")
 #: the only constructors a render preset may name
 RENDERER_TARGETS = ("portraitseg.render.PortraitRenderer",)
+#: Allowed ranges of the numeric render options, for the overrides a caller passes (the render
+#: CLI's flags, the HTTP API's parameters) and for every value of a composed preset alike; the
+#: renderer's own checks (e.g. ``highlight_threshold < 1``) still apply on top.
+RENDER_LIMITS: dict[str, tuple[float, float]] = {
+    "strength": (0.0, 1.0),  # fraction of the short side
+    "sigma": (0.0, 10_000.0),  # pixels (null: use strength)
+    "falloff": (0.0, 10.0),  # fraction of the short side
+    "falloff_levels": (2, 32),
+    "feather": (0.0, 1.0),
+    "refine": (0.0, 1.0),
+    "refine_eps": (1e-12, 1.0),
+    "highlights": (0.0, 100.0),
+    "highlight_threshold": (0.0, 1.0),
+}
 
 
 class PresetError(ValueError):

@@ -38,6 +38,7 @@ from portraitseg.io import (
     IMAGE_SUFFIXES,
     InputError,
 )
+from portraitseg.presets import RENDER_LIMITS  # the ranges of the render options
 
 if TYPE_CHECKING:  # PyTorch is imported when a model is loaded, not for --help or usage errors
     import torch
@@ -47,20 +48,6 @@ class UsageError(ValueError):
     """The command line cannot be run as given (exit status 2)."""
 
 
-#: Allowed ranges of the numeric render options, checked once before any photo is read, for the
-#: command-line overrides (by argparse) and for every value of the composed preset alike; the
-#: renderer's own checks (e.g. ``highlight_threshold < 1``) still apply on top.
-RENDER_LIMITS: dict[str, tuple[float, float]] = {
-    "strength": (0.0, 1.0),  # fraction of the short side
-    "sigma": (0.0, 10_000.0),  # pixels (null: use strength)
-    "falloff": (0.0, 10.0),  # fraction of the short side
-    "falloff_levels": (2, 32),
-    "feather": (0.0, 1.0),
-    "refine": (0.0, 1.0),
-    "refine_eps": (1e-12, 1.0),
-    "highlights": (0.0, 100.0),
-    "highlight_threshold": (0.0, 1.0),
-}
 #: integer options of the preset (and of its ``person`` block)
 _INTEGER_OPTIONS = ("falloff_levels", "work_size", "iterations")
 #: --model-size range: at least one network stride, at most a size a CPU still segments
