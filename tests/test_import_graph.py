@@ -19,7 +19,7 @@ PACKAGE = "portraitseg"
 LAYERS: list[tuple[str, ...]] = [
     ("portraitseg._version", "portraitseg.argtypes", "portraitseg.classes", "portraitseg.config",
      "portraitseg.onnx_contract", "portraitseg.runtime", "portraitseg.sizing", "portraitseg.boxes"),
-    ("portraitseg.io", "portraitseg.viz"),
+    ("portraitseg.io", "portraitseg.viz", "portraitseg.inputs"),
     ("portraitseg.sweep",),                       # run summaries: yaml, written through io
     ("portraitseg.models", "portraitseg.data"),   # models and data do not import each other
     ("portraitseg.render",),                      # may use a model; no pipeline, lit, data

@@ -10,6 +10,9 @@ from pathlib import Path
 #: accepts (``max_pixels``). 50 MP covers 48 MP phone and 45 MP DSLR photos while keeping the
 #: render's memory (about 200 bytes per pixel on the CPU) bounded, and refuses decompression bombs.
 DEFAULT_MAX_PIXELS = 50_000_000
+#: Tolerance of the [0, 1] range checks of images and alphas (float rounding of resize / colour
+#: conversions).
+RANGE_TOLERANCE = 1e-3
 #: Model input size (long side) when a checkpoint does not record its training size: the pipeline's
 #: pass 1 and ``portraitseg render`` alike.
 DEFAULT_MODEL_SIZE = 256

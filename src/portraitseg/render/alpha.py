@@ -13,10 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from portraitseg.classes import SUBJECT_CLASSES
+from portraitseg.config import RANGE_TOLERANCE
 from portraitseg.render.blur import check_blur_input, gaussian_blur
 
-#: Tolerance of the [0, 1] range checks (float rounding of resize / colour conversions).
-RANGE_TOLERANCE = 1e-3
 
 
 def check_range(x: torch.Tensor, name: str, low: float = 0.0, high: float = 1.0, hint: str = "") -> None:
