@@ -41,3 +41,46 @@ def float_in(lo: float, hi: float) -> Callable[[str], float]:
 
     parse.__name__ = "number"
     return parse
+
+
+class FocusError(argparse.ArgumentTypeError, ValueError):
+    """A focus point that is not ``X,Y`` (the message names the text and the fix)."""
+
+
+def _focus_number(text: str, part: str) -> float:
+    """One coordinate of :func:`parse_focus`: an int, or a float in [0, 1]."""
+    try:
+        return int(part)
+    except ValueError:
+        pass
+    try:
+        value = float(part)
+    except ValueError:
+        raise FocusError(f"focus {text!r}: {part!r} is not a number") from None
+    if not math.isfinite(value) or not 0 <= value <= 1:
+        raise FocusError(f"focus {text!r}: {part!r}: a decimal is a fraction of the width or height in "
+                         "[0, 1]; pixels are whole numbers (640,360)")
+    return value
+
+
+def parse_focus(text: str) -> tuple[float, float]:
+    """``"X,Y"`` -> a focus point: whole numbers are photo pixels (``"640,360"`` -> ``(640, 360)``
+    ints), decimals fractions of the width and height in [0, 1] (``"0.5,0.4"`` -> floats); the
+    two may be mixed. The point is what :meth:`portraitseg.pipeline.PortraitPipeline.forward`
+    takes as ``focus``.
+
+    Raises:
+        FocusError: (an argparse type error and a ValueError) naming ``text``: not two numbers,
+            a negative or non-finite one, a decimal outside [0, 1].
+    """
+    parts = [p.strip() for p in str(text).split(",")]
+    if len(parts) != 2 or not all(parts):
+        raise FocusError(f"focus {text!r} is not X,Y: pass two numbers, pixels (640,360) or "
+                         "fractions of the width and height (0.5,0.4)")
+    point: list[float] = []
+    for part in parts:
+        value = _focus_number(text, part)
+        if value < 0:
+            raise FocusError(f"focus {text!r}: {part!r} is negative; (0,0) is the top-left corner")
+        point.append(value)
+    return point[0], point[1]
