@@ -28,7 +28,7 @@ from portraitseg.io import read_image
 from portraitseg.models.checkpoint import export_weights
 from portraitseg.models.inference import segment_letterboxed
 from portraitseg.pipeline import PortraitPipeline, render_preset
-from portraitseg.render.person import PERSON_DEFAULTS
+from portraitseg.render.options import PERSON_DEFAULTS
 from portraitseg.viz import stages_figure
 
 REPO = Path(__file__).resolve().parents[1]
@@ -554,7 +554,7 @@ def test_preset_subject_and_person_options_reach_the_person_extension(tmp_path, 
     assert renderer.keep == (HAIR,)
 
     seen = {}
-    import portraitseg.render.person as person_module
+    import portraitseg.subject.grabcut as person_module
 
     real = person_module.person_alpha
 

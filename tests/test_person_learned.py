@@ -19,7 +19,7 @@ from portraitseg.cli.train import train
 from portraitseg.data.layouts import discover
 from portraitseg.data.synthetic import make_sample
 from portraitseg.models.checkpoint import CheckpointError
-from portraitseg.render.person import load_person_model, person_alpha_from_model
+from portraitseg.subject.person_model import load_person_model, person_alpha_from_model
 
 REPO = Path(__file__).resolve().parents[1]
 EXPORTER = REPO / "experiments" / "person" / "export_person_masks.py"

@@ -1,4 +1,4 @@
-"""Whole-person subject from a face parse (render/person.py): bodies, edge cases, selective classes."""
+"""Whole-person subject from a face parse (subject/grabcut.py): bodies, edge cases, selective classes."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ import torch.nn.functional as F
 from portraitseg.classes import CLASS_NAMES, NUM_CLASSES, class_ids
 from portraitseg.data.synthetic import make_sample
 from portraitseg.render import render_portrait
-from portraitseg.render.person import (
+from portraitseg.sizing import long_side
+from portraitseg.subject.grabcut import (
     combine_person,
     face_geometry,
     find_faces,
     person_alpha,
     torso_prior,
 )
-from portraitseg.sizing import long_side
 
 HAIR, SKIN = CLASS_NAMES.index("hair"), CLASS_NAMES.index("skin")
 

@@ -41,8 +41,9 @@ from portraitseg.classes import NUM_CLASSES
 from portraitseg.data.synthetic import make_sample
 from portraitseg.io import read_image, read_label
 from portraitseg.render import render_portrait
-from portraitseg.render.person import PERSON_DEFAULTS, person_alpha
+from portraitseg.render.options import PERSON_DEFAULTS
 from portraitseg.sizing import long_side
+from portraitseg.subject.grabcut import person_alpha
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]

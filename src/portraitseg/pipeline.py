@@ -25,7 +25,7 @@ reads its candidates back once per batch (``faces="parse"``, the head regions of
 does not). The
 explicit fallback ``subject="person_grabcut"`` (a model without a person head) and a separate
 person model (``person_model``) leave the tensors for OpenCV, as documented in
-:mod:`portraitseg.render.person`.
+:mod:`portraitseg.subject.grabcut`.
 
 Example::
 
@@ -341,7 +341,7 @@ class PortraitPipeline(nn.Module):
         except ValueError as err:
             raise PipelineError(f"keep={keep!r}: {err}") from None
         if person_model is not None:
-            from portraitseg.render.person import load_person_model
+            from portraitseg.subject.person_model import load_person_model
 
             person, person_info = load_person_model(person_model)
             options["person_model"] = person
@@ -402,13 +402,13 @@ class PortraitPipeline(nn.Module):
         if self.subject == "face":
             return parse_alpha(parse, None, self.kept, self.dropped, "face"), []
         if self.person_model is not None:
-            from portraitseg.render.person import person_alpha_from_model
+            from portraitseg.subject.person_model import person_alpha_from_model
 
             work = {k: v for k, v in self.person_options.items() if k == "work_size"}
             return person_alpha_from_model(image, self.person_model, parse, self.keep,
                                            input_size=self.person_model_size, **work)
         if self.subject == "person_grabcut" or person is None:
-            from portraitseg.render.person import person_alpha
+            from portraitseg.subject.grabcut import person_alpha
 
             return person_alpha(image, parse, self.keep, **self.person_options)
         return parse_alpha(parse, person, self.kept, self.dropped, "person"), []

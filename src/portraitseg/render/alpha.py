@@ -17,7 +17,6 @@ from portraitseg.config import RANGE_TOLERANCE
 from portraitseg.render.blur import check_blur_input, gaussian_blur
 
 
-
 def check_range(x: torch.Tensor, name: str, low: float = 0.0, high: float = 1.0, hint: str = "") -> None:
     """Raise ``ValueError`` if a CPU tensor has values outside ``[low, high]`` (+- tolerance).
 

@@ -32,7 +32,7 @@ from portraitseg.render.composite import (
     estimate_foreground,
     graded_background,
 )
-from portraitseg.render.person import PERSON_DEFAULTS, SUBJECTS, check_person_options
+from portraitseg.render.options import PERSON_DEFAULTS, SUBJECTS, check_person_options
 
 KERNELS: tuple[str, ...] = ("gaussian", "disc")
 
@@ -248,7 +248,7 @@ class PortraitRenderer(nn.Module):
 
     ``keep`` accepts anything :func:`portraitseg.classes.class_ids` does (None = every
     non-background class, names, ids, ``"hair,skin"``). ``subject`` (``person`` | ``face``) and
-    ``person`` (options of :func:`portraitseg.render.person.person_alpha`) are stored for the
+    ``person`` (options of :func:`portraitseg.subject.grabcut.person_alpha`) are stored for the
     callers that build the alpha (the CLI); ``forward`` renders whatever alpha or parse it is
     given. The other arguments are those of :func:`render_portrait` and are validated here, so a
     bad config fails at construction.
@@ -286,7 +286,7 @@ class PortraitRenderer(nn.Module):
         if unknown:
             raise ValueError(f"unknown person options {sorted(unknown)}; known: {sorted(PERSON_DEFAULTS)}")
         #: what the caller should keep sharp: ``person`` (the face parse extended to the body by
-        #: :func:`portraitseg.render.person.person_alpha`, a non-differentiable preprocessing step
+        #: :func:`portraitseg.subject.grabcut.person_alpha`, a non-differentiable preprocessing step
         #: that produces the ``alpha`` input) or ``face`` (the kept classes only, the paper)
         self.subject = subject
         self.person: dict[str, Any] = {**PERSON_DEFAULTS, **(person or {})}
