@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from portraitseg.io import IMAGE_SUFFIXES, WRITE_FORMATS, remove_stale_temporaries, same_file, temporary_name
+from portraitseg.video import VIDEO_OUTPUT_SUFFIX, VIDEO_SUFFIXES, is_clip
 
 #: Tags of the output names; folders are expanded without the files named like them.
 PORTRAIT_TAG = "_portrait"
@@ -31,7 +32,8 @@ def expand_inputs(
 ) -> tuple[list[tuple[Path, Path]], list[str], int]:
     """Expand files, folders and glob patterns into ``(path, relative_output_dir)`` pairs.
 
-    Folders contribute the files with an image suffix (:data:`IMAGE_SUFFIXES`), sorted, and with
+    Folders contribute the files with an image or video suffix (:data:`IMAGE_SUFFIXES`,
+    :data:`portraitseg.video.VIDEO_SUFFIXES`), sorted, and with
     ``recursive`` those of their sub-folders (the sub-folder is kept under the output folder).
     Glob patterns (``*``, ``?``, ``[``) are expanded here too, for shells that do not; ``**``
     matches sub-folders with ``recursive``. Explicit files and glob matches are taken whatever
@@ -58,7 +60,7 @@ def expand_inputs(
     def add_folder(folder: Path) -> None:
         nonlocal skipped
         for path in sorted(folder.glob("**/*" if recursive else "*")):
-            if not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES:
+            if not path.is_file() or path.suffix.lower() not in (*IMAGE_SUFFIXES, *VIDEO_SUFFIXES):
                 continue
             if out_resolved is not None and _OUTPUT_NAME.search(path.stem) and (
                 path.resolve().parent == out_resolved or out_resolved in path.resolve().parents
@@ -89,6 +91,8 @@ def expand_inputs(
 
 
 def _output_suffix(path: Path) -> str:
+    if is_clip(path):
+        return VIDEO_OUTPUT_SUFFIX
     return path.suffix if path.suffix.lower() in WRITE_FORMATS else ".png"
 
 

@@ -33,6 +33,7 @@ from portraitseg.argtypes import float_in, int_in
 from portraitseg.classes import CLASS_NAMES, F1_GROUPS
 from portraitseg.cli.outputs import PORTRAIT_TAG, STAGES_TAG, OutputNamer, expand_inputs
 from portraitseg.cli.photos import Job, PhotoLoop, progress_bar, say
+from portraitseg.cli.video import add_video_arguments, render_clips, split_clips, video_exit
 from portraitseg.config import DEFAULT_MAX_PIXELS, DEFAULT_MODEL_SIZE  # shared limits and defaults
 from portraitseg.io import (
     IMAGE_SUFFIXES,
@@ -266,7 +267,9 @@ def _run(args: argparse.Namespace) -> int:
         what = ", ".join(repr(s) for s in missing) if missing else "the given folders hold no images"
         raise UsageError(f"no input images: nothing matched {what} (image suffixes: "
                          f"{' '.join(IMAGE_SUFFIXES)}; use --recursive for sub-folders)")
-    loop = PhotoLoop(args, items, outdir)
+    photos, clips = split_clips(items)  # clips: portraitseg.cli.video, after the photos
+    loop = PhotoLoop(args, photos, outdir)
+    clip_status = (0, 0)
     try:
         loop.read_ahead(args.max_pixels, 1)  # the first photo is decoded while PyTorch is imported
         job = build_job(args)
@@ -282,12 +285,15 @@ def _run(args: argparse.Namespace) -> int:
             say(f"error: {spec}: no such file, folder or matching pattern", file=sys.stderr)
         loop.failed = len(missing)
         start = time.perf_counter()
-        progress = progress_bar(len(items), args.quiet)
-        task = progress.add_task("", total=len(items)) if progress else None
+        progress = progress_bar(len(photos), args.quiet)
+        task = progress.add_task("", total=len(photos)) if progress else None
         if progress:
             progress.start()
         try:
             loop.render_all(job, namer, progress, task)
+            if progress:
+                progress.stop()
+            clip_status = render_clips(job, clips, outdir, namer, args)
         finally:
             loop.close()
             namer.release()  # an interrupted run leaves no empty placeholder behind
@@ -296,12 +302,12 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         loop.close()
     total = len(items) + len(missing)
-    failed = loop.failed
+    failed = loop.failed + clip_status[0]
     if not args.quiet or failed:
         say(f"rendered {total - failed} of {total} input(s) into {outdir} in "
              f"{time.perf_counter() - start:.1f} s"
              + (f"; {failed} failed (see the error lines above)" if failed else ""), file=sys.stderr)
-    return 1 if failed else 0
+    return video_exit(loop.failed, clip_status)
 
 
 # --------------------------------------------------------------------------------------------
@@ -400,5 +406,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     run_group.add_argument("--max-pixels", type=int_in(1), default=DEFAULT_MAX_PIXELS, metavar="N",
                            help=f"refuse larger photos (default: {DEFAULT_MAX_PIXELS:,})")
     run_group.add_argument("-q", "--quiet", action="store_true", help="print errors and warnings only")
+    add_video_arguments(parser)
     parser.set_defaults(func=run)
     return parser

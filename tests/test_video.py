@@ -1,0 +1,306 @@
+"""Video portraits: the temporal smoothing of the alpha, clips in and out, and ``render clip.mp4``."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from portraitseg.cli.main import main
+from portraitseg.pipeline import PortraitPipeline
+from portraitseg.video.run import render_clip
+from portraitseg.video.temporal import TemporalSmoother, estimate_flow, temporal_blend, to_gray, warp
+
+# --------------------------------------------------------------------------------------------
+# helpers
+
+
+def textured(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A smooth random texture ``(h, w)`` in [0.2, 0.8] (something optical flow can follow)."""
+    rng = np.random.default_rng(seed)
+    small = torch.from_numpy(rng.random((1, 1, h // 8, w // 8), dtype=np.float32))
+    big = torch.nn.functional.interpolate(small, size=(h, w), mode="bicubic", align_corners=False)
+    return (0.2 + 0.6 * big.clamp(0, 1))[0, 0].numpy()
+
+
+def square_scene(h: int, w: int, x: int, size: int = 24) -> tuple[torch.Tensor, torch.Tensor]:
+    """A textured background with a brighter textured square at column ``x``: ``(frame (1, 3, h, w),
+    true alpha (1, 1, h, w))``."""
+    background = textured(h, w, 0)
+    patch = textured(size, size, 1) * 0.5 + 0.5
+    gray = background.copy()
+    top = (h - size) // 2
+    gray[top:top + size, x:x + size] = patch
+    alpha = np.zeros((h, w), np.float32)
+    alpha[top:top + size, x:x + size] = 1
+    return torch.from_numpy(gray)[None, None].expand(1, 3, h, w).clone(), torch.from_numpy(alpha)[None, None]
+
+
+def make_clip(path: Path, frames: list[np.ndarray], rate: int = 10, pts: list[int] | None = None,
+              audio: bool = True, time_base: Fraction | None = None) -> Path:
+    """Write ``frames`` (H, W, 3) uint8 as an H.264 MP4 (with ``pts`` in ``time_base`` if given) and
+    a silent AAC track."""
+    out = av.open(str(path), "w")
+    video = out.add_stream("libx264", rate=rate)
+    video.height, video.width = frames[0].shape[:2]
+    video.pix_fmt = "yuv420p"
+    if time_base is not None:
+        video.time_base = video.codec_context.time_base = time_base
+    sound = out.add_stream("aac", rate=16000) if audio else None
+    for i, rgb in enumerate(frames):
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        frame.pts = i if pts is None else pts[i]
+        if time_base is not None:
+            frame.time_base = time_base
+        for packet in video.encode(frame):
+            out.mux(packet)
+    for packet in video.encode():
+        out.mux(packet)
+    if sound is not None:
+        samples = np.zeros((2, 16000 * len(frames) // rate), np.float32)
+        chunk = av.AudioFrame.from_ndarray(samples, format="fltp", layout="stereo")
+        chunk.sample_rate, chunk.pts = 16000, 0
+        for packet in [*sound.encode(chunk), *sound.encode()]:
+            out.mux(packet)
+    out.close()
+    return path
+
+
+def photo_frames(n: int, h: int = 64, w: int = 96) -> list[np.ndarray]:
+    """``n`` frames of a textured scene with a square moving right."""
+    frames = []
+    for i in range(n):
+        frame, _ = square_scene(h, w, 10 + 3 * i, size=20)
+        frames.append((frame[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+    return frames
+
+
+def decoded(path: Path) -> tuple[list[int], tuple[int, int], Fraction, Fraction, list[str]]:
+    """``(pts of the video frames, (w, h), average rate, time base, stream types)`` of a file."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        kinds = [s.type for s in container.streams]
+        rate, base, size = stream.average_rate, stream.time_base, (stream.width, stream.height)
+        pts = [f.pts for f in container.decode(video=0)]
+    return pts, size, rate, base, kinds
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_weights: Path) -> PortraitPipeline:
+    return PortraitPipeline.from_pretrained(tiny_weights, device="cpu")
+
+
+# --------------------------------------------------------------------------------------------
+# the temporal smoothing
+
+
+def test_static_scene_alpha_converges_and_flicker_drops():
+    """A still frame whose per-frame alpha wobbles: the smoothed alpha wobbles far less and stays
+    on the true alpha."""
+    frame, mask = square_scene(64, 96, 30)
+    truth = 0.2 + 0.6 * mask  # soft levels: the noise below needs no clamping
+    rng = np.random.default_rng(0)
+    smoother = TemporalSmoother()
+    raw, smooth = [], []
+    for _ in range(30):
+        noisy = truth + torch.from_numpy(rng.normal(0, 0.05, truth.shape).astype(np.float32))
+        raw.append(noisy)
+        smooth.append(smoother(noisy, frame))
+
+    def flicker(seq: list[torch.Tensor]) -> float:
+        return float(np.mean([(b - a).abs().mean() for a, b in zip(seq[10:-1], seq[11:], strict=True)]))
+
+    assert flicker(smooth) < 0.5 * flicker(raw)
+    assert float((smooth[-1] - truth).abs().mean()) < 0.6 * float((raw[-1] - truth).abs().mean())
+
+
+@pytest.mark.parametrize("motion", [True, False])
+def test_moving_edge_follows_within_two_frames(motion):
+    """A square that jumps 6 px per frame: the smoothed alpha is on its new place within two frames
+    (no trail behind it: a few edge pixels at most), with and without the flow."""
+    smoother = TemporalSmoother(motion=motion)
+    for step in range(8):
+        frame, truth = square_scene(64, 96, 10 + 6 * step)
+        alpha = smoother(truth, frame)
+        if step >= 2:
+            inter = float((alpha * truth).sum())
+            union = float(torch.maximum(alpha, truth).sum())
+            assert inter / union > 0.9, (step, inter / union)
+            error = (alpha - truth).abs()
+            assert float(error.mean()) < 0.005
+            assert int((error > 0.25).sum()) < 0.05 * float(truth.sum())
+
+
+def test_propagate_carries_the_alpha_with_the_motion():
+    smoother = TemporalSmoother()
+    frame, before = square_scene(64, 96, 20)
+    smoother(before, frame)
+    frame, truth = square_scene(64, 96, 24)
+    carried = smoother.propagate(frame)
+    assert float((carried - truth).abs().mean()) < 0.5 * float((before - truth).abs().mean())
+
+
+def test_warp_zero_and_integer_flow():
+    x = torch.rand(1, 1, 16, 20)
+    assert torch.allclose(warp(x, torch.zeros(1, 2, 16, 20)), x, atol=1e-6)
+    flow = torch.zeros(1, 2, 16, 20)
+    flow[:, 0] = 2  # out(p) = x(p + 2 px to the right)
+    assert torch.allclose(warp(x, flow)[..., :, :-2], x[..., :, 2:], atol=1e-5)
+
+
+def test_flow_finds_a_shift():
+    frame, _ = square_scene(64, 96, 30)
+    gray = to_gray(frame, (64, 96))
+    moved = torch.roll(gray, shifts=3, dims=-1)  # content moved 3 px right: moved(p) = gray(p - 3)
+    flow = estimate_flow(moved, gray)
+    assert abs(float(flow[0, 0, 16:48, 16:80].median()) + 3) < 0.75
+
+
+def test_strength_zero_passes_the_alpha_through():
+    frame, truth = square_scene(32, 48, 10, size=8)
+    smoother = TemporalSmoother(strength=0.0)
+    smoother(truth, frame)
+    other = torch.rand_like(truth)
+    assert torch.equal(smoother(other, frame), other)
+
+
+def test_input_checks_name_the_argument():
+    a = torch.rand(1, 1, 8, 8)
+    with pytest.raises(ValueError, match="strength"):
+        TemporalSmoother(strength=1.0)
+    with pytest.raises(ValueError, match="threshold"):
+        temporal_blend(a, a, a, a, threshold=0)
+    with pytest.raises(ValueError, match="previous_gray"):
+        temporal_blend(a, a, a, torch.rand(1, 1, 8, 9))
+    with pytest.raises(ValueError, match=r"alpha: expected a \(B, 1, H, W\)"):
+        TemporalSmoother()(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8))
+    with pytest.raises(RuntimeError, match="segmented frame first"):
+        TemporalSmoother().propagate(torch.rand(1, 3, 8, 8))
+
+
+# --------------------------------------------------------------------------------------------
+# clips in and out
+
+
+def test_clip_keeps_frames_rate_size_and_audio(tmp_path, pipeline):
+    src = make_clip(tmp_path / "clip.mp4", photo_frames(6), rate=10)
+    out = tmp_path / "out.mp4"
+    seen = []
+    result = render_clip(pipeline, src, out, progress=lambda done, total: seen.append((done, total)))
+    assert result.frames == 6 and seen[-1] == (6, 6)
+    pts, size, rate, _, kinds = decoded(out)
+    src_pts, src_size, src_rate, _, _ = decoded(src)
+    assert (len(pts), size, rate) == (6, src_size, src_rate)
+    assert kinds == ["video", "audio"]
+    with av.open(str(out)) as container:
+        assert container.streams.video[0].codec_context.name == "h264"
+        assert container.streams.video[0].codec_context.pix_fmt == "yuv420p"
+        assert container.streams.audio[0].codec_context.name == "aac"
+    assert leftovers(tmp_path) == ["clip.mp4", "out.mp4"]
+
+
+def test_variable_frame_rate_keeps_each_frames_time(tmp_path, pipeline):
+    """Frames at 0, 40, 80, 200, 220 ms (variable rate) come out at the same times."""
+    stamps = [0, 40, 80, 200, 220]
+    src = make_clip(tmp_path / "vfr.mp4", photo_frames(5), pts=stamps, time_base=Fraction(1, 1000),
+                    audio=False)
+    out = tmp_path / "vfr_out.mp4"
+    render_clip(pipeline, src, out, every=2)
+    pts, _, _, base, _ = decoded(out)
+    src_pts, _, _, src_base, _ = decoded(src)
+    assert [p * base for p in pts] == [p * src_base for p in src_pts]
+    assert [p * src_base for p in src_pts] == [Fraction(s, 1000) for s in stamps]
+
+
+def test_interrupt_leaves_nothing_under_the_final_name(tmp_path, pipeline):
+    src = make_clip(tmp_path / "clip.mp4", photo_frames(4))
+    out = tmp_path / "out" / "clip_portrait.mp4"
+    out.parent.mkdir()
+
+    def stop(done: int, total: int | None) -> None:
+        if done == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        render_clip(pipeline, src, out, progress=stop)
+    assert leftovers(out.parent) == []
+
+
+def _codec_unknown(path: Path) -> Path:
+    data = make_clip(path.with_name("good.mp4"), photo_frames(2), audio=False).read_bytes()
+    path.write_bytes(data.replace(b"avc1", b"zzz1"))
+    return path
+
+
+def _audio_only(path: Path) -> Path:
+    with av.open(str(path), "w", format="mp4") as out:
+        sound = out.add_stream("aac", rate=16000)
+        chunk = av.AudioFrame.from_ndarray(np.zeros((2, 1600), np.float32), format="fltp", layout="stereo")
+        chunk.sample_rate, chunk.pts = 16000, 0
+        for packet in [*sound.encode(chunk), *sound.encode()]:
+            out.mux(packet)
+    return path
+
+
+def _odd_size(path: Path) -> Path:
+    """A 33x21 FFV1 clip (in Matroska: libx264 itself refuses odd sizes in yuv420p)."""
+    with av.open(str(path), "w", format="matroska") as out:
+        stream = out.add_stream("ffv1", rate=5)
+        stream.width, stream.height, stream.pix_fmt = 33, 21, "yuv444p"
+        frame = av.VideoFrame.from_ndarray(np.zeros((21, 33, 3), np.uint8), format="rgb24")
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            out.mux(packet)
+    return path
+
+
+BAD_CLIPS = {
+    "unreadable": (lambda p: (p.write_bytes(b"not a video" * 50), p)[1], "cannot be read as a video"),
+    "audio_only": (_audio_only, "has no video stream"),
+    "codec": (_codec_unknown, "cannot be decoded by this FFmpeg"),
+    "too_big": (lambda p: make_clip(p, photo_frames(2)), "over the limit of --max-pixels 1,000"),
+    "odd_size": (_odd_size, "33x21: H.264 yuv420p needs an even width and height"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_CLIPS))
+def test_bad_clip_is_refused_by_name_exit_2(tmp_path, tiny_weights, capsys, kind):
+    make, message = BAD_CLIPS[kind]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    src = folder / "clip.mp4"
+    make(src)
+    outdir = tmp_path / "out"
+    code = main(["render", str(src), "-o", str(outdir), "--ckpt", str(tiny_weights),
+                 "--max-pixels", "1000" if kind == "too_big" else "100000"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"error: {src}:" in err and message in err, err
+    assert "Traceback" not in err
+    assert leftovers(outdir) == []
+
+
+def test_cli_renders_clips_beside_photos(tmp_path, tiny_weights, capsys):
+    from PIL import Image
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    make_clip(folder / "clip.mp4", photo_frames(3))
+    Image.fromarray(photo_frames(1)[0]).save(folder / "photo.png")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "clip_portrait.mp4").write_bytes(b"keep me")
+    code = main(["render", str(folder), "-o", str(tmp_path / "out"), "--ckpt", str(tiny_weights),
+                 "--smooth", "0.5", "--matte-every", "2", "--crf", "30"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "frame 3/3" in captured.err
+    assert leftovers(tmp_path / "out") == ["clip_portrait.mp4", "clip_portrait_1.mp4", "photo_portrait.png"]
+    assert (tmp_path / "out" / "clip_portrait.mp4").read_bytes() == b"keep me"
+    assert len(decoded(tmp_path / "out" / "clip_portrait_1.mp4")[0]) == 3
