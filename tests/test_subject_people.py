@@ -163,3 +163,23 @@ def test_parse_focus_reads_pixels_and_fractions():
             parse_focus(text)
     with pytest.raises(argparse.ArgumentTypeError):  # argparse shows it as a usage error
         parse_focus("x")
+
+
+def test_height_measure_keeps_a_tall_thin_person_area_does_not():
+    matte = torch.zeros(1, 1, H, W)
+    person(matte, 10, 10, 70, 118)     # wide subject
+    person(matte, 120, 20, 126, 110)   # tall and thin: most of the height, a small area
+    heights = PeopleOptions(measure="height")
+    alpha, _ = select_people(matte.clone(), matte, no_faces(), PHOTO, options=heights)
+    assert kept_fraction(alpha, 120, 20, 126, 110) > 0.99
+    alpha, _ = select_people(matte.clone(), matte, no_faces(), PHOTO)
+    assert kept_fraction(alpha, 120, 20, 126, 110) < 0.01
+
+
+def test_specks_of_the_matte_are_no_people():
+    matte = person(torch.zeros(1, 1, H, W), 40, 10, 80, 118)
+    matte[..., 5, 5] = matte[..., 100, 150] = 1.0  # single pixels over the threshold
+    found = find_people(matte, no_faces(), PHOTO)
+    assert found.ids[0, 0, 5, 5] == 0 and found.ids[0, 0, 100, 150] == 0
+    alpha, _ = select_people(matte.clone(), matte, no_faces(), PHOTO)
+    assert torch.equal(alpha, matte)

@@ -62,6 +62,7 @@ from portraitseg.subject.crops import (
 )
 from portraitseg.subject.faces import MIN_FACE, FaceFinder
 from portraitseg.subject.heads import MAX_FACES, face_squares, find_heads, label_regions
+from portraitseg.subject.people import PEOPLE_MODES, Focus, PeopleError, select_people
 from portraitseg.viz import to_uint8
 
 #: What a portrait keeps sharp: ``person`` (the learned person matte; a model without a person
@@ -187,6 +188,8 @@ class PortraitPipeline(nn.Module):
             smaller faces are left to pass 1.
         max_pixels: refuse photos of more than this many pixels (default: the project's one
             limit, :data:`portraitseg.config.DEFAULT_MAX_PIXELS`; ``None``: no limit).
+        people: who stays sharp without a focus: ``main`` (the main subjects, default) or ``all``
+            (every person; :mod:`portraitseg.subject.people`).
     """
 
     def __init__(
@@ -210,8 +213,12 @@ class PortraitPipeline(nn.Module):
         faces: str = "mtcnn",
         min_face: float = MIN_FACE,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        people: str = "main",
     ) -> None:
         super().__init__()
+        if people not in PEOPLE_MODES:
+            raise PipelineError(f"people={people!r}: choose one of {', '.join(PEOPLE_MODES)}")
+        self.people = people
         if max_pixels is not None and (isinstance(max_pixels, bool) or not isinstance(max_pixels, int)
                                        or max_pixels < 1):
             raise PipelineError(f"max_pixels={max_pixels!r} must be an integer >= 1 (or None: no limit)")
@@ -428,7 +435,8 @@ class PortraitPipeline(nn.Module):
         return render_portrait_fast(image, alpha, **self.renderer.options, out=image if in_place else None)
 
     def forward(
-        self, images: torch.Tensor | np.ndarray | Sequence[torch.Tensor | np.ndarray]
+        self, images: torch.Tensor | np.ndarray | Sequence[torch.Tensor | np.ndarray],
+        focus: Focus | Sequence[Focus | None] | None = None,
     ) -> PortraitResult:
         """Photos -> portraits (inference only: runs under ``torch.inference_mode``).
 
@@ -436,6 +444,11 @@ class PortraitPipeline(nn.Module):
             images: ``(B, 3, H, W)`` tensors on the pipeline's device, numpy ``(H, W, 3)`` /
                 ``(B, H, W, 3)`` photo arrays (moved to it), or a list of either of one size;
                 uint8, uint16 or float in [0, 1] (see :func:`stack_images`).
+            focus: the person kept sharp (all others blurred): a point ``(x, y)`` for a batch of
+                one, or a list of points (or None) per photo; ints and floats over 1 are photo
+                pixels, floats in [0, 1] fractions of the width and height
+                (:func:`portraitseg.argtypes.parse_focus` reads ``"X,Y"``). A point on no person:
+                a note, and the ``people`` default. None: the ``people`` default.
 
         Returns:
             :class:`PortraitResult`.
@@ -443,7 +456,7 @@ class PortraitPipeline(nn.Module):
         Raises:
             PipelineError: naming the image and the fix: no images, mixed sizes, a shape, channel
                 count or dtype that is not a photo, NaN/inf or out-of-range pixels, a photo over
-                ``max_pixels``, tensors on another device.
+                ``max_pixels``, tensors on another device, a malformed ``focus``.
         """
         with torch.inference_mode():
             image = stack_images(images, self.max_pixels, self.device)
@@ -453,6 +466,12 @@ class PortraitPipeline(nn.Module):
                     f"with images.to({str(self.device)!r}) (or the pipeline with .to())")
             parse, person, faces, used = self.parse(image)
             alpha, notes = self.subject_alpha(image, parse, person)
+            try:
+                alpha, chosen = select_people(alpha, person, faces, tuple(image.shape[-2:]), focus,
+                                              self.people)
+            except PeopleError as err:
+                raise PipelineError(str(err)) from None
+            notes = [*notes, *chosen]
             # a photo converted here (uint8, a list) is ours: the portrait may overwrite it
             owned = not isinstance(images, torch.Tensor) or image.data_ptr() != images.data_ptr()
             portrait, alpha = self.render(image, alpha.to(image.dtype), in_place=owned)
@@ -461,7 +480,7 @@ class PortraitPipeline(nn.Module):
     def extra_repr(self) -> str:
         return (f"subject={self.subject!r}, keep={self.keep}, tta={self.tta}, model_size={self.model_size}, "
                 f"face_pass={self.face_pass}, face_size={self.face_size}, parse_size={self.parse_size}, "
-                f"fast={self.fast}")
+                f"fast={self.fast}, people={self.people!r}")
 
 
 __all__ = [

@@ -52,8 +52,12 @@ class PeopleOptions:
     Attributes:
         threshold: matte probability above which a pixel belongs to a person.
         grid: long side of the grid the people are found on (pixels).
-        main_ratio: ``people="main"`` keeps the people whose size (sqrt of area) is at least this
-            fraction of the largest one's.
+        main_ratio: ``people="main"`` keeps the people whose size is at least this fraction of
+            the largest one's.
+        min_area: blobs smaller than this fraction of the grid are no people (specks of the
+            matte): left as they are.
+        measure: a person's size: ``area`` (the square root of its area) or ``height`` (of its
+            bounding box).
         seed_fraction: the central part of a face box that seeds its person.
         reach: a person's territory: its pixels grown by this fraction of the grid's long side.
         focus_tolerance: a focus off every person takes the nearest one within this fraction of
@@ -63,6 +67,8 @@ class PeopleOptions:
     threshold: float = 0.5
     grid: int = 160
     main_ratio: float = 0.6
+    measure: str = "area"
+    min_area: float = 0.001
     seed_fraction: float = 1 / 3
     reach: float = 0.04
     focus_tolerance: float = 0.05
@@ -70,7 +76,8 @@ class PeopleOptions:
     def __post_init__(self) -> None:
         checks = {"threshold": 0 < self.threshold < 1, "grid": 16 <= self.grid <= 4096,
                   "main_ratio": 0 <= self.main_ratio <= 1, "seed_fraction": 0 < self.seed_fraction <= 1,
-                  "reach": 0 <= self.reach <= 1, "focus_tolerance": 0 <= self.focus_tolerance <= 1}
+                  "reach": 0 <= self.reach <= 1, "focus_tolerance": 0 <= self.focus_tolerance <= 1,
+                  "measure": self.measure in ("area", "height"), "min_area": 0 <= self.min_area < 1}
         for name, ok in checks.items():
             if not ok:
                 raise PeopleError(f"PeopleOptions.{name}={getattr(self, name)!r} is out of range")
@@ -170,6 +177,11 @@ def find_people(matte: torch.Tensor, faces: torch.Tensor, photo: tuple[int, int]
     mask = small > options.threshold
     h, w = grid
     blobs = components(mask, h + w)
+    flat = blobs.long().flatten(1)
+    area = _scatter(flat, torch.ones_like(flat, dtype=torch.float32), h * w + 1, "sum")
+    speck = (area.gather(1, flat) < options.min_area * h * w).view_as(mask)
+    mask = mask & ~speck
+    blobs = blobs * mask
     seeds = face_seeds(faces, grid, photo, options.seed_fraction) & mask  # (B, M, h, w)
     m = faces.shape[1]
     index = torch.arange(1, m + 1, device=matte.device, dtype=torch.float32).view(1, m, 1, 1)
@@ -187,13 +199,26 @@ def _scatter(ids: torch.Tensor, values: torch.Tensor, count: int, how: str) -> t
     return out.scatter_reduce_(1, ids, values, how, include_self=True)
 
 
-def main_people(people: People, ratio: float) -> torch.Tensor:
-    """``(B, count)`` bool: the main subjects (size, sqrt of area, ``>= ratio`` x the largest's)
-    and the people of their blobs."""
-    ids, blobs = people.ids.flatten(1), people.blobs.flatten(1)
+def person_sizes(people: People, measure: str = "area") -> tuple[torch.Tensor, torch.Tensor]:
+    """``(size, area)`` ``(B, count)`` of each person id (grid pixels): ``size`` is the square root
+    of the area (``measure="area"``) or the height of the bounding box (``"height"``)."""
+    ids = people.ids.flatten(1)
     area = _scatter(ids, torch.ones_like(ids, dtype=torch.float32), people.count, "sum")
     area[:, 0] = 0
-    size = area.sqrt()
+    if measure == "area":
+        return area.sqrt(), area
+    h, w = people.ids.shape[-2:]
+    ys = torch.arange(h, device=ids.device, dtype=torch.float32).repeat_interleave(w).expand_as(ids)
+    top = torch.full_like(area, float(h)).scatter_reduce_(1, ids, ys, "amin", include_self=True)
+    bottom = _scatter(ids, ys + 1, people.count, "amax")
+    return (bottom - top).clamp(min=0) * (area > 0), area
+
+
+def main_people(people: People, ratio: float, measure: str = "area") -> torch.Tensor:
+    """``(B, count)`` bool: the main subjects (size ``>= ratio`` x the largest's,
+    :func:`person_sizes`) and the people of their blobs."""
+    ids, blobs = people.ids.flatten(1), people.blobs.flatten(1)
+    size, area = person_sizes(people, measure)
     big = (size >= ratio * size.amax(1, keepdim=True)) & (area > 0)
     blob_kept = _scatter(blobs, big.gather(1, ids).float(), people.count, "amax") > 0
     blob_kept[:, 0] = False
@@ -268,7 +293,7 @@ def choose_people(people: People, photo: tuple[int, int], focus: Focus | Sequenc
     flat = people.ids.flatten(1)
     present = _scatter(flat, torch.ones_like(flat), people.count, "amax") > 0
     present[:, 0] = False
-    kept = main_people(people, options.main_ratio) if mode == "main" else present
+    kept = main_people(people, options.main_ratio, options.measure) if mode == "main" else present
     notes = []
     for i, point in enumerate(points):
         if point is None:
@@ -334,4 +359,4 @@ def select_people(
 
 __all__ = ["PEOPLE_MODES", "Focus", "People", "PeopleError", "PeopleOptions", "choose_people", "components",
            "face_seeds", "find_people", "focus_person", "focus_pixels", "grow", "main_people", "max_cross",
-           "people_factor", "select_people"]
+           "people_factor", "person_sizes", "select_people"]
