@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from portraitseg.classes import SUBJECT_CLASSES
 from portraitseg.config import RANGE_TOLERANCE
 from portraitseg.render.blur import check_blur_input, gaussian_blur
+from portraitseg.render.guided import guided_filter
 
 
 def check_range(x: torch.Tensor, name: str, low: float = 0.0, high: float = 1.0, hint: str = "") -> None:
@@ -96,7 +97,8 @@ def refine_alpha(
 ) -> torch.Tensor:
     """Snap a (upsampled, blurry) alpha to the image's edges with a fast guided filter.
 
-    Kornia's colour-guided filter (He et al. 2010/2015): ``alpha`` is locally a linear function of
+    The colour guided filter (He et al. 2010/2015, :func:`portraitseg.render.guided.guided_filter`):
+    ``alpha`` is locally a linear function of
     the RGB image in ``(2 radius + 1)^2`` windows, solved at ``1 / subsample`` resolution and the
     coefficients upsampled (``subsample`` defaults to ``max(1, radius // 4)``, keeping a 4-pixel
     window radius at low resolution). ``eps`` (in squared image units) sets the smallest edge
@@ -119,10 +121,7 @@ def refine_alpha(
         return alpha
     subsample = max(1, radius // 4) if subsample is None else int(subsample)
     subsample = max(1, min(subsample, image.shape[-2], image.shape[-1]))
-    from kornia.filters import guided_blur  # the reference render's; the fast path has its own
-
-    refined = guided_blur(image, alpha, 2 * radius + 1, eps, border_type="reflect", subsample=subsample)
-    return refined.clamp(0.0, 1.0)
+    return guided_filter(image, alpha, radius, eps, subsample).clamp(0.0, 1.0)
 
 
 def feather_alpha(alpha: torch.Tensor, sigma: float, method: str = "auto") -> torch.Tensor:

@@ -36,6 +36,7 @@ from portraitseg.render.composite import (
     blur_fusion,
     falloff_weights,
 )
+from portraitseg.render.guided import guided_coefficients
 
 #: The smallest blur sigma, in low-resolution pixels, the reduced grid must still resolve.
 MIN_LOW_SIGMA = 1.5
@@ -63,40 +64,6 @@ def work_factor(
     if radius > 0:
         factor = min(factor, max(1, radius // 4))
     return max(1, min(factor, max_factor))
-
-
-def guided_coefficients(
-    guide: torch.Tensor, alpha: torch.Tensor, radius: int, eps: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Colour guided filter (He et al.) coefficients: ``alpha ~ A . guide + b`` in
-    ``(2 radius + 1)^2`` windows.
-
-    Args:
-        guide: ``(B, 3, h, w)``; alpha: ``(B, 1, h, w)``.
-
-    Returns:
-        ``(A (B, 3, h, w), b (B, 1, h, w))``, box-averaged over the window (so that
-        ``A . guide + b`` is the filtered alpha).
-    """
-    b_, _, h, w = guide.shape
-    mean_i = box_mean(guide, radius)
-    mean_p = box_mean(alpha, radius)
-    ii = (guide[:, :, None] * guide[:, None]).flatten(1, 2)
-    var = box_mean(ii, radius).view(b_, 3, 3, h, w) - mean_i[:, :, None] * mean_i[:, None]
-    cov = box_mean(guide * alpha, radius) - mean_i * mean_p
-    var = var.permute(0, 3, 4, 1, 2) + eps * torch.eye(3, device=guide.device, dtype=guide.dtype)
-    a = torch.linalg.solve(var, cov.permute(0, 2, 3, 1)[..., None])[..., 0].permute(0, 3, 1, 2)
-    b = mean_p - (a * mean_i).sum(1, keepdim=True)
-    return box_mean(a, radius), box_mean(b, radius)
-
-
-def box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
-    """Mean over ``(2 radius + 1)^2`` windows of ``(B, C, h, w)``, reflected at the border:
-    kornia's ``box_blur(x, 2 radius + 1, "reflect")`` (a depthwise convolution, as there; CPU
-    pooling with stride 1 is ~4x slower), without importing kornia on this path."""
-    k, channels = 2 * radius + 1, x.shape[1]
-    kernel = x.new_full((channels, 1, k, k), 1.0 / (k * k))
-    return F.conv2d(F.pad(x, (radius, radius, radius, radius), mode="reflect"), kernel, groups=channels)
 
 
 def _row_taps(n_out: int, n_in: int, start: int, stop: int, device: torch.device):
@@ -236,4 +203,4 @@ def render_portrait_fast(
     return portrait, alpha_out
 
 
-__all__ = ["guided_coefficients", "render_portrait_fast", "work_factor"]
+__all__ = ["render_portrait_fast", "work_factor"]

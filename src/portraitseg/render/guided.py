@@ -1,0 +1,75 @@
+"""The colour guided filter (He et al. 2010/2015), the one implementation of the render path: the
+reference render's :func:`portraitseg.render.refine_alpha` and the fast render's fused pass both use
+it. Pure PyTorch (no kornia on the inference path), differentiable."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Mean over ``(2 radius + 1)^2`` windows of ``(B, C, h, w)``, reflected at the border:
+    kornia's ``box_blur(x, 2 radius + 1, "reflect")`` (a depthwise convolution, as there; CPU
+    pooling with stride 1 is ~4x slower)."""
+    k, channels = 2 * radius + 1, x.shape[1]
+    pad = min(radius, x.shape[-2] - 1, x.shape[-1] - 1)
+    if pad < radius:  # reflect padding needs a larger input: replicate what is missing
+        x = F.pad(x, (pad, pad, pad, pad), mode="reflect") if pad > 0 else x
+        x = F.pad(x, (radius - pad,) * 4, mode="replicate")
+    else:
+        x = F.pad(x, (radius, radius, radius, radius), mode="reflect")
+    kernel = x.new_full((channels, 1, k, k), 1.0 / (k * k))
+    return F.conv2d(x, kernel, groups=channels)
+
+
+def guided_coefficients(
+    guide: torch.Tensor, alpha: torch.Tensor, radius: int, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Colour guided filter coefficients: ``alpha ~ A . guide + b`` in ``(2 radius + 1)^2`` windows.
+
+    Args:
+        guide: ``(B, 3, h, w)``; alpha: ``(B, 1, h, w)``; eps: regulariser (squared guide units).
+
+    Returns:
+        ``(A (B, 3, h, w), b (B, 1, h, w))``, box-averaged over the window (so that
+        ``A . guide + b`` is the filtered alpha).
+    """
+    b_, _, h, w = guide.shape
+    mean_i = box_mean(guide, radius)
+    mean_p = box_mean(alpha, radius)
+    ii = (guide[:, :, None] * guide[:, None]).flatten(1, 2)
+    var = box_mean(ii, radius).view(b_, 3, 3, h, w) - mean_i[:, :, None] * mean_i[:, None]
+    cov = box_mean(guide * alpha, radius) - mean_i * mean_p
+    var = var.permute(0, 3, 4, 1, 2) + eps * torch.eye(3, device=guide.device, dtype=guide.dtype)
+    a = torch.linalg.solve(var, cov.permute(0, 2, 3, 1)[..., None])[..., 0].permute(0, 3, 1, 2)
+    b = mean_p - (a * mean_i).sum(1, keepdim=True)
+    return box_mean(a, radius), box_mean(b, radius)
+
+
+def guided_filter(
+    guide: torch.Tensor, alpha: torch.Tensor, radius: int, eps: float, subsample: int = 1
+) -> torch.Tensor:
+    """The fast guided filter: coefficients solved on the inputs box-averaged by ``subsample``
+    (window radius ``radius / subsample`` there), upsampled bilinearly and applied to the
+    full-resolution guide.
+
+    Args:
+        guide: ``(B, 3, H, W)``; alpha: ``(B, 1, H, W)``; radius >= 1 (full-resolution pixels).
+
+    Returns:
+        filtered alpha ``(B, 1, H, W)`` (not clamped).
+    """
+    h, w = guide.shape[-2:]
+    subsample = max(1, min(int(subsample), h, w))
+    low = (max(1, round(h / subsample)), max(1, round(w / subsample)))
+    small_i = F.adaptive_avg_pool2d(guide, low) if subsample > 1 else guide
+    small_p = F.adaptive_avg_pool2d(alpha, low) if subsample > 1 else alpha
+    a, b = guided_coefficients(small_i, small_p, max(1, round(radius / subsample)), eps)
+    if subsample > 1:
+        a = F.interpolate(a, size=(h, w), mode="bilinear", align_corners=False)
+        b = F.interpolate(b, size=(h, w), mode="bilinear", align_corners=False)
+    return (a * guide).sum(1, keepdim=True) + b
+
+
+__all__ = ["box_mean", "guided_coefficients", "guided_filter"]
