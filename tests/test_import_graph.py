@@ -27,6 +27,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("portraitseg.presets",),
     ("portraitseg.pipeline",),
     ("portraitseg.video",),                       # clips: the pipeline's steps frame by frame
+    ("portraitseg.serve",),                       # HTTP server: the pipeline behind an API and a page
     ("portraitseg.lit",),                         # training: renders its grids through the pipeline
     ("portraitseg.onnx_export", "portraitseg.onnx_infer"),
     ("portraitseg.cli",),                         # command lines: may import anything

@@ -13,7 +13,7 @@ import sys
 from portraitseg._version import __version__
 
 #: subcommand modules under portraitseg.cli
-SUBCOMMANDS = ("render", "export")
+SUBCOMMANDS = ("render", "serve", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:
