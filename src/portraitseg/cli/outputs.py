@@ -96,6 +96,11 @@ def _output_suffix(path: Path) -> str:
     return path.suffix if path.suffix.lower() in WRITE_FORMATS else ".png"
 
 
+def portrait_path(src: Path, folder: Path) -> Path:
+    """The first-choice portrait name of ``src`` in ``folder`` (``<stem>_portrait<ext>``, no number)."""
+    return folder / f"{src.stem}{PORTRAIT_TAG}{_output_suffix(src)}"
+
+
 class OutputNamer:
     """Chooses output paths that never hit an input, nor an existing file unless ``overwrite``.
 
@@ -263,4 +268,4 @@ class OutputNamer:
 
 
 
-__all__ = ["ALPHA_TAG", "PORTRAIT_TAG", "STAGES_TAG", "OutputNamer", "expand_inputs"]
+__all__ = ["ALPHA_TAG", "PORTRAIT_TAG", "STAGES_TAG", "OutputNamer", "expand_inputs", "portrait_path"]

@@ -48,6 +48,8 @@ class Job:
     max_pixels: int
     quality: int
     notes: list[str] = field(default_factory=list)
+    #: the person kept sharp in every photo (``--focus``: pixels or fractions), None: the default
+    focus: tuple[float, float] | None = None
 
 
 def read_input(src: Path, max_pixels: int) -> tuple[Photo, list[str]]:
@@ -84,7 +86,7 @@ def render_photo(job: Job, photo: Photo, alpha: bool = False, stages: bool = Fal
     rgb = photo.rgb
     with torch.inference_mode():
         image = torch.from_numpy(rgb).to(job.pipeline.device).permute(2, 0, 1)[None]  # uint8: scaled there
-        result = job.pipeline(image)
+        result = job.pipeline(image, focus=job.focus)
         del image
         portrait = to_uint8(result.portrait[0])
         matte = to_uint8(result.alpha[0, 0]) if alpha else None

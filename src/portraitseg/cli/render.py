@@ -29,11 +29,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from portraitseg.argtypes import float_in, int_in
+from portraitseg.argtypes import float_in, int_in, parse_focus
 from portraitseg.classes import CLASS_NAMES, F1_GROUPS
 from portraitseg.cli.outputs import PORTRAIT_TAG, STAGES_TAG, OutputNamer, expand_inputs
 from portraitseg.cli.photos import Job, PhotoLoop, progress_bar, say
 from portraitseg.cli.video import add_video_arguments, render_clips, split_clips, video_exit
+from portraitseg.cli.watch import add_watch_arguments, watch_folder
 from portraitseg.config import DEFAULT_MAX_PIXELS, DEFAULT_MODEL_SIZE  # shared limits and defaults
 from portraitseg.io import (
     IMAGE_SUFFIXES,
@@ -207,7 +208,8 @@ def build_job(args: argparse.Namespace) -> Job:
     overrides = render_overrides(args)
     check_preset(args.render, overrides)
     device = pick_device(args.device)
-    options: dict[str, Any] = {"tta": args.tta, "max_pixels": args.max_pixels}
+    options: dict[str, Any] = {"tta": args.tta, "max_pixels": args.max_pixels,
+                               "people": "all" if args.all_people else "main"}
     if args.subject:
         options["subject"] = args.subject
     if args.model_size:
@@ -222,7 +224,7 @@ def build_job(args: argparse.Namespace) -> Job:
         raise UsageError(str(err)) from None
     except ValueError as err:  # the renderer's own checks of the preset's values
         raise UsageError(f"--render {args.render}: {err}") from None
-    return Job(pipeline, args.max_pixels, args.quality, list(pipeline.notes))
+    return Job(pipeline, args.max_pixels, args.quality, list(pipeline.notes), focus=args.focus)
 
 
 # --------------------------------------------------------------------------------------------
@@ -258,6 +260,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.watch:
+        return watch_folder(args, build_job, UsageError)
     outdir = Path(args.output).expanduser()
     items, missing, skipped = expand_inputs(args.inputs, args.recursive, outdir)
     if skipped and not args.quiet:
@@ -372,6 +376,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                              "(the paper)")
     parser.add_argument("--person-ckpt", metavar="PATH",
                         help="2-class person segmenter; subject = its person mask + the kept face classes")
+    parser.add_argument("--focus", type=parse_focus, metavar="X,Y",
+                        help="keep the person at this point sharp and blur everyone else: photo pixels "
+                             "(640,360) or fractions of the width and height (0.5,0.4)")
+    parser.add_argument("--all-people", action="store_true",
+                        help="keep every person sharp (default: the main subjects; people far behind "
+                             "them are blurred)")
     group = parser.add_argument_group("render overrides (on top of the preset)")
     group.add_argument("--strength", type=float_in(*RENDER_LIMITS["strength"]), metavar="X",
                        help=f"background blur sigma, fraction of the short side ({_span('strength')})")
@@ -407,5 +417,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                            help=f"refuse larger photos (default: {DEFAULT_MAX_PIXELS:,})")
     run_group.add_argument("-q", "--quiet", action="store_true", help="print errors and warnings only")
     add_video_arguments(parser)
+    add_watch_arguments(parser)
     parser.set_defaults(func=run)
     return parser
