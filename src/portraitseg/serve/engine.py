@@ -68,15 +68,19 @@ class RenderQueue:
     def _work(self) -> None:
         while (item := self._jobs.get()) is not None:
             job, future = item
-            try:
-                if future.set_running_or_notify_cancel():
-                    future.set_result(job())
-            except BaseException as err:  # noqa: BLE001 - handed to the request that waits for it
-                future.set_exception(err)
-            finally:
-                with self._lock:
-                    self._taken -= 1
-                self._slots.release()
+            result, error = None, None
+            if future.set_running_or_notify_cancel():
+                try:
+                    result = job()
+                except BaseException as err:  # noqa: BLE001 - handed to the request that waits for it
+                    error = err
+            with self._lock:  # the slot is free before the waiting request hears of the result
+                self._taken -= 1
+            self._slots.release()
+            if error is not None:
+                future.set_exception(error)
+            elif future.running():
+                future.set_result(result)
 
     def close(self) -> None:
         """Stop the workers once the queued jobs are done."""
