@@ -13,11 +13,12 @@ STAMP := $(VENV)/.stamp-install
 # Elsewhere override it, e.g. make test TORCH_SPEC="torch torchvision".
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
+SERVE_ARGS ?=
 
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test lint clean-outputs
+.PHONY: install demo test lint serve clean-outputs
 
 install: $(STAMP)
 
@@ -43,6 +44,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q --timeout=900 $(PYTEST_ARGS)
+
+# the web page and HTTP API on http://127.0.0.1:8750/ (Ctrl-C stops); e.g. SERVE_ARGS="--port 9000"
+serve: $(STAMP)
+	$(PY) -m portraitseg.cli.main serve $(SERVE_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests
