@@ -80,6 +80,8 @@ SCRIPTS = [
            env=(("ARMS", "plain ft_plain"), ("EXTRA", TINY_HELEN + " paths.log_dir={out}")),
            needs=MIXED_DATA, slow=True),
     Script("helen_cpu/report.py", "{tiny_run} --out {out}", slow=True),
+    Script("main_subjects/bench.py", "--crowd 1 --pairs 1 --ratios 0.6 --pool 8 --threads 1 "
+           "--out {out}/results.json", needs=("ccp_person",), slow=True),
     Script("output_writer/bench.py", "--runs 1 --files 5 --dir {out}", slow=True),
     Script("person/bench_person.py", "quality --n 2 --size 128 --out-dir {out}"),
     Script("person/export_person_masks.py", "--out {out}/masks --n 4 --size 64"),
@@ -93,6 +95,9 @@ SCRIPTS = [
            "--n 2 --size 128 --threads 1 --out {out}/results.json --figure {out}/crops.png", slow=True),
     Script("render_speed/bench.py",
            "--sizes 256x192 --runs 1 --threads 1 --skip memory --out {out}/results.json", slow=True),
+    Script("serve_load/bench.py",
+           "--requests 4 --clients 2 --warm 2 --size 160x120 --timeout 1 --threads 1 --out {out}/results.json",
+           slow=True),
     Script("startup/bench.py", "--runs 1", slow=True),
 ]
 BY_PATH = {script.path: script for script in SCRIPTS}
