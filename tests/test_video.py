@@ -13,7 +13,7 @@ import torch
 from portraitseg.cli.main import main
 from portraitseg.pipeline import PortraitPipeline
 from portraitseg.video.run import render_clip
-from portraitseg.video.temporal import TemporalSmoother, estimate_flow, temporal_blend, to_gray, warp
+from portraitseg.video.temporal import TemporalSmoother, estimate_flow, luma, temporal_blend, to_grid, warp
 
 # --------------------------------------------------------------------------------------------
 # helpers
@@ -158,7 +158,7 @@ def test_warp_zero_and_integer_flow():
 
 def test_flow_finds_a_shift():
     frame, _ = square_scene(64, 96, 30)
-    gray = to_gray(frame, (64, 96))
+    gray = luma(to_grid(frame, (64, 96)))
     moved = torch.roll(gray, shifts=3, dims=-1)  # content moved 3 px right: moved(p) = gray(p - 3)
     flow = estimate_flow(moved, gray)
     assert abs(float(flow[0, 0, 16:48, 16:80].median()) + 3) < 0.75
@@ -178,7 +178,7 @@ def test_input_checks_name_the_argument():
         TemporalSmoother(strength=1.0)
     with pytest.raises(ValueError, match="threshold"):
         temporal_blend(a, a, a, a, threshold=0)
-    with pytest.raises(ValueError, match="previous_gray"):
+    with pytest.raises(ValueError, match="previous_frame"):
         temporal_blend(a, a, a, torch.rand(1, 1, 8, 9))
     with pytest.raises(ValueError, match=r"alpha: expected a \(B, 1, H, W\)"):
         TemporalSmoother()(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8))

@@ -25,11 +25,15 @@ import torch.nn.functional as F
 from torch import nn
 
 #: defaults of the running average: the share of the previous alpha kept where nothing changed,
-#: and the residual (gray level in [0, 1], box-averaged) from which the new alpha replaces it
+#: and the residual (level in [0, 1] of the most-changed colour channel, box-averaged) from which
+#: the new alpha replaces it
 STRENGTH = 0.7
 THRESHOLD = 0.05
 #: the box (pixels of the alpha grid) over which the residual is averaged
 RESIDUAL_BOX = 5
+#: how much smaller the residual after the flow must be for the moved alpha to be
+#: used: on flat areas a wrong flow matches as well as none, and the alpha stays in place
+FLOW_MARGIN = 0.01
 #: optical flow is estimated at most at this long side, then scaled to the alpha's grid
 FLOW_SIZE = 512
 
@@ -42,14 +46,17 @@ def _check(alpha: torch.Tensor, name: str, channels: int) -> None:
         raise ValueError(f"{name}: expected a (B, {channels}, H, W) tensor, got {shape}")
 
 
-def to_gray(frame: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """``frame (B, 3, H, W)`` in [0, 1] -> luma ``(B, 1, h, w)`` at ``size`` (area-averaged)."""
+def to_grid(frame: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``frame (B, 3, H, W)`` in [0, 1] -> ``(B, 3, h, w)`` float32 at ``size`` (area-averaged)."""
     _check(frame, "frame", 3)
-    weights = frame.new_tensor(_GRAY).view(1, 3, 1, 1)
-    gray = (frame.float() * weights).sum(1, keepdim=True)
-    if tuple(gray.shape[-2:]) != tuple(size):
-        gray = F.interpolate(gray, size=size, mode="area")
-    return gray
+    frame = frame.float()
+    return frame if tuple(frame.shape[-2:]) == tuple(size) else F.interpolate(frame, size=size, mode="area")
+
+
+def luma(frame: torch.Tensor) -> torch.Tensor:
+    """``(B, 3, h, w)`` RGB -> ``(B, 1, h, w)`` luma (Rec. 601 weights)."""
+    _check(frame, "frame", 3)
+    return (frame * frame.new_tensor(_GRAY).view(1, 3, 1, 1)).sum(1, keepdim=True)
 
 
 def warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
@@ -92,11 +99,19 @@ def estimate_flow(gray: torch.Tensor, previous: torch.Tensor, size: int = FLOW_S
     return flow
 
 
+def _residual(frame: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+    """Box-averaged absolute difference of two frames ``(B, C, h, w)``, its largest channel
+    ``(B, 1, h, w)`` (a change of colour at equal brightness counts)."""
+    diff = F.avg_pool2d((frame - previous).abs(), RESIDUAL_BOX, stride=1, padding=RESIDUAL_BOX // 2,
+                        count_include_pad=False)
+    return diff.amax(1, keepdim=True)
+
+
 def temporal_blend(
     alpha: torch.Tensor,
-    gray: torch.Tensor,
+    frame: torch.Tensor,
     previous_alpha: torch.Tensor,
-    previous_gray: torch.Tensor,
+    previous_frame: torch.Tensor,
     flow: torch.Tensor | None = None,
     strength: float = STRENGTH,
     threshold: float = THRESHOLD,
@@ -105,28 +120,35 @@ def temporal_blend(
 
     Args:
         alpha: this frame's alpha ``(B, 1, h, w)`` in [0, 1].
-        gray: this frame's luma ``(B, 1, h, w)`` in [0, 1] (:func:`to_gray` at the alpha's grid).
-        previous_alpha, previous_gray: the previous frame's smoothed alpha and luma, same shape.
-        flow: ``(B, 2, h, w)`` from :func:`estimate_flow` (None: nothing moved).
+        frame: this frame ``(B, C, h, w)`` in [0, 1] at the alpha's grid (:func:`to_grid`).
+        previous_alpha, previous_frame: the previous frame's smoothed alpha and its frame.
+        flow: ``(B, 2, h, w)`` from :func:`estimate_flow`, or None (no motion compensation).
         strength: share of the previous alpha kept where the frames match, in [0, 1).
         threshold: box-averaged residual at which the new alpha is taken alone, > 0.
 
     Returns:
         the smoothed alpha ``(B, 1, h, w)``.
     """
-    for name, t in (("alpha", alpha), ("gray", gray), ("previous_alpha", previous_alpha),
-                    ("previous_gray", previous_gray)):
+    for name, t in (("alpha", alpha), ("previous_alpha", previous_alpha)):
         _check(t, name, 1)
-        if t.shape != alpha.shape:
-            raise ValueError(f"{name}: shape {tuple(t.shape)} differs from alpha's {tuple(alpha.shape)}")
+    for name, t in (("previous_alpha", previous_alpha), ("frame", frame), ("previous_frame", previous_frame)):
+        if t.ndim != 4 or t.shape[-2:] != alpha.shape[-2:] or t.shape[0] != alpha.shape[0]:
+            raise ValueError(f"{name}: shape {tuple(t.shape)} does not match alpha's {tuple(alpha.shape)} "
+                             "(same batch and grid)")
+    if frame.shape != previous_frame.shape:
+        raise ValueError(f"previous_frame: shape {tuple(previous_frame.shape)} differs from frame's "
+                         f"{tuple(frame.shape)}")
     if not 0.0 <= strength < 1.0:
         raise ValueError(f"strength={strength!r} must be in [0, 1)")
     if not threshold > 0.0:
         raise ValueError(f"threshold={threshold!r} must be > 0")
-    if flow is not None:
-        previous_alpha, previous_gray = warp(torch.cat((previous_alpha, previous_gray), 1), flow).split(1, 1)
-    residual = F.avg_pool2d((gray - previous_gray).abs(), RESIDUAL_BOX, stride=1,
-                            padding=RESIDUAL_BOX // 2, count_include_pad=False)
+    residual = _residual(frame, previous_frame)
+    if flow is not None:  # the previous alpha carried by the flow where that fits this frame better
+        moved = warp(torch.cat((previous_alpha.to(frame.dtype), previous_frame), 1), flow)
+        moved_residual = _residual(frame, moved[:, 1:])
+        better = moved_residual < residual - FLOW_MARGIN
+        previous_alpha = torch.where(better, moved[:, :1].to(previous_alpha.dtype), previous_alpha)
+        residual = torch.where(better, moved_residual, residual)
     keep = strength * (1.0 - residual / threshold).clamp(0.0, 1.0)
     return torch.lerp(alpha, previous_alpha.to(alpha.dtype), keep.to(alpha.dtype))
 
@@ -148,28 +170,22 @@ class TemporalSmoother(nn.Module):
             raise ValueError(f"threshold={threshold!r} must be > 0")
         self.strength, self.threshold, self.motion = float(strength), float(threshold), bool(motion)
         self.alpha: torch.Tensor | None = None
-        self.gray: torch.Tensor | None = None
+        self.frame: torch.Tensor | None = None  # the previous frame at the alpha's grid
 
     def reset(self) -> None:
         """Forget the previous frame (a new clip, or a cut)."""
-        self.alpha = self.gray = None
-
-    def _step(self, frame: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        gray = to_gray(frame, size)
-        if self.gray is None or self.gray.shape != gray.shape:
-            self.reset()
-            return gray, None
-        flow = estimate_flow(gray, self.gray) if self.motion else None
-        return gray, flow
+        self.alpha = self.frame = None
 
     def forward(self, alpha: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
         """``alpha (B, 1, h, w)`` of ``frame (B, 3, H, W)`` -> the smoothed alpha ``(B, 1, h, w)``."""
         _check(alpha, "alpha", 1)
-        gray, flow = self._step(frame, tuple(alpha.shape[-2:]))
-        if self.alpha is not None and self.strength > 0:
-            assert self.gray is not None
-            alpha = temporal_blend(alpha, gray, self.alpha, self.gray, flow, self.strength, self.threshold)
-        self.alpha, self.gray = alpha, gray
+        small = to_grid(frame, tuple(alpha.shape[-2:]))
+        previous = self.frame
+        if previous is not None and previous.shape == small.shape and self.strength > 0:
+            assert self.alpha is not None
+            flow = estimate_flow(luma(small), luma(previous)) if self.motion else None
+            alpha = temporal_blend(alpha, small, self.alpha, previous, flow, self.strength, self.threshold)
+        self.alpha, self.frame = alpha, small
         return alpha
 
     def propagate(self, frame: torch.Tensor) -> torch.Tensor:
@@ -179,12 +195,13 @@ class TemporalSmoother(nn.Module):
         Raises:
             RuntimeError: no frame was segmented before.
         """
-        if self.alpha is None or self.gray is None:
+        if self.alpha is None or self.frame is None:
             raise RuntimeError("propagate() needs a segmented frame first: call the smoother with an alpha")
-        gray = to_gray(frame, tuple(self.alpha.shape[-2:]))
-        self.alpha, self.gray = warp(self.alpha, estimate_flow(gray, self.gray)), gray
+        small = to_grid(frame, tuple(self.alpha.shape[-2:]))
+        self.alpha = warp(self.alpha, estimate_flow(luma(small), luma(self.frame)).to(self.alpha.dtype))
+        self.frame = small
         return self.alpha
 
 
-__all__ = ["FLOW_SIZE", "STRENGTH", "THRESHOLD", "TemporalSmoother", "estimate_flow", "temporal_blend",
-           "to_gray", "warp"]
+__all__ = ["FLOW_MARGIN", "FLOW_SIZE", "STRENGTH", "THRESHOLD", "TemporalSmoother", "estimate_flow",
+           "luma", "temporal_blend", "to_grid", "warp"]

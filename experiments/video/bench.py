@@ -1,0 +1,264 @@
+"""Video portraits: edge flicker, lag and speed of the temporal smoothing (portraitseg.video).
+
+Two clips are made from a real CCP photo and its hand-labelled person mask, so the true alpha of
+every frame is known by construction:
+
+* ``pan_zoom``: a slow pan and zoom over the photo (a 16:9 window drifting and closing in);
+* ``crossing``: the person cut out with the mask and pasted, walking across a static scene
+  (scikit-image's rocket photo).
+
+Each frame gets sensor-like noise (sigma 2/255, new every frame), as a camera's frames do. The
+bundled model's subject alpha of every frame is computed once (the pipeline's ``parse`` and
+``subject_alpha``), then run through each arm:
+
+* ``independent``: every frame on its own (no smoothing);
+* ``smoothed``: :class:`~portraitseg.video.temporal.TemporalSmoother` (flow-following, default);
+* ``smoothed_no_flow``: the same with the plain per-pixel frame difference;
+* ``every_k``: the matte on every k-th frame only, carried by the flow between (and smoothed).
+
+Metrics per arm: flicker = mean |alpha_t - alpha_{t-1}| over the pixels whose true alpha does not
+change between the two frames; IoU (alpha > 0.5) and MAD against the true alpha (the moving
+person's, for ``crossing``). Speed: ``render_clip`` end to end (decode, segment, smooth, render,
+H.264 encode) on a crossing clip at ``--speed-size``, frames/s with the matte every frame and every
+k-th frame. A strip of the crossing clip (original above portrait) is written with ``--strip``.
+
+    .venv/bin/python experiments/video/bench.py --frames 24 --size 640x360 --speed-size 1280x720 \
+        --speed-frames 8 --every 3 --out experiments/video/results.json --strip experiments/video/strip.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+
+from portraitseg.pipeline import PortraitPipeline, stack_images, to_uint8
+from portraitseg.video.run import render_clip
+from portraitseg.video.temporal import TemporalSmoother
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = Path(os.environ.get("PORTRAITSEG_SHARED_DATA", REPO.parent / "shared" / "data"))
+CCP = SHARED / "ccp_person"
+
+
+def load_person(stem: str) -> tuple[np.ndarray, np.ndarray]:
+    """A CCP photo ``(H, W, 3)`` float32 in [0, 1] and its person mask ``(H, W)`` in {0, 1}."""
+    rgb = np.asarray(Image.open(CCP / "images" / f"{stem}.jpg").convert("RGB"), np.float32) / 255
+    mask = (np.asarray(Image.open(CCP / "masks" / f"{stem}.png")) > 127).astype(np.float32)
+    return rgb, mask
+
+
+def noisy(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``rgb`` in [0, 1] with sensor-like noise, as uint8."""
+    return np.clip((rgb + rng.normal(0, 2 / 255, rgb.shape)) * 255 + 0.5, 0, 255).astype(np.uint8)
+
+
+def pan_zoom(n: int, size: tuple[int, int], seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``n`` frames ``(frame uint8, true alpha)`` of a 16:9 window drifting and zooming over a photo."""
+    rgb, mask = load_person("0001")
+    h, w = rgb.shape[:2]
+    width, height = size
+    rng = np.random.default_rng(seed)
+    frames = []
+    for i in range(n):  # per frame: the window 0.25% narrower, 0.1% of the photo's width across
+        win_w = w * 0.98 * 0.9975 ** i
+        cx, cy = w * (0.46 + 0.001 * i), h * (0.33 + 0.0005 * i)
+        s = width / win_w
+        affine = np.float32([[s, 0, width / 2 - s * cx], [0, s, height / 2 - s * cy]])
+        img, alpha = (cv2.warpAffine(x, affine, (width, height), flags=cv2.INTER_LINEAR,
+                                     borderMode=cv2.BORDER_REFLECT) for x in (rgb, mask))
+        frames.append((noisy(img, rng), alpha))
+    return frames
+
+
+def crossing(n: int, size: tuple[int, int], seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``n`` frames of a CCP person pasted walking left to right across a static scene."""
+    from skimage import data
+
+    rgb, mask = load_person("0002")
+    ys, xs = np.nonzero(mask)
+    box = slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1)
+    rgb, mask = rgb[box], mask[box]
+    width, height = size
+    scene = cv2.resize(data.rocket().astype(np.float32) / 255, (width, height), interpolation=cv2.INTER_AREA)
+    ph = int(height * 0.85)
+    pw = max(1, round(rgb.shape[1] * ph / rgb.shape[0]))
+    person = cv2.resize(rgb, (pw, ph), interpolation=cv2.INTER_AREA)
+    matte = cv2.resize(mask, (pw, ph), interpolation=cv2.INTER_AREA)
+    rng = np.random.default_rng(seed)
+    frames = []
+    for t in np.linspace(0, 1, n):
+        x = int(round(width * (0.1 + 0.5 * t)))
+        alpha = np.zeros((height, width), np.float32)
+        alpha[height - ph:, x:x + pw] = matte[:, : width - x]
+        layer = np.zeros_like(scene)
+        layer[height - ph:, x:x + pw] = person[:, : width - x]
+        img = alpha[..., None] * layer + (1 - alpha[..., None]) * scene
+        frames.append((noisy(img, rng), alpha))
+    return frames
+
+
+def segment(pipeline: PortraitPipeline, frames: list[tuple[np.ndarray, np.ndarray]]) -> tuple[list, list]:
+    """Each frame's image ``(1, 3, H, W)`` and raw subject alpha ``(1, 1, h, w)`` (parse + subject_alpha)."""
+    images, alphas = [], []
+    with torch.inference_mode():
+        for rgb, _ in frames:
+            image = stack_images(rgb, None)
+            parse, person, _, _ = pipeline.parse(image)
+            alpha, _ = pipeline.subject_alpha(image, parse, person)
+            images.append(image)
+            alphas.append(alpha.float())
+    return images, alphas
+
+
+def arms(images: list, alphas: list, every: int) -> dict[str, list[torch.Tensor]]:
+    """The alphas of every arm, from the same raw per-frame alphas."""
+    out: dict[str, list[torch.Tensor]] = {"independent": alphas}
+    with torch.inference_mode():
+        for name, smoother in (("smoothed", TemporalSmoother()),
+                               ("smoothed_no_flow", TemporalSmoother(motion=False))):
+            out[name] = [smoother(a, im) for a, im in zip(alphas, images, strict=True)]
+        smoother = TemporalSmoother()
+        out[f"every_{every}"] = [smoother(a, im) if i % every == 0 else smoother.propagate(im)
+                                 for i, (a, im) in enumerate(zip(alphas, images, strict=True))]
+    return out
+
+
+def scores(alphas: list[torch.Tensor], frames: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
+    """Flicker on the pixels whose true alpha is unchanged; IoU (alpha > 0.5) and MAD against the
+    true alpha over the frame and in the person's band (the true mask dilated by 5% of the width:
+    where a lagging edge shows)."""
+    grid = tuple(alphas[0].shape[-2:])
+    truths = [cv2.resize(t, grid[::-1], interpolation=cv2.INTER_AREA) for _, t in frames]
+    radius = max(1, round(0.05 * grid[1]))
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    rows: dict[str, list[float]] = {k: [] for k in ("flicker", "iou", "mad", "band_iou", "band_mad")}
+    for i, (alpha, truth) in enumerate(zip(alphas, truths, strict=True)):
+        a = alpha[0, 0].float().numpy()
+        if i:
+            still = np.abs(truth - truths[i - 1]) < 1 / 255
+            rows["flicker"].append(float(np.abs(a - alphas[i - 1][0, 0].float().numpy())[still].mean()))
+        band = cv2.dilate((truth > 0.02).astype(np.uint8), disc) > 0
+        for prefix, where in (("", np.ones_like(band)), ("band_", band)):
+            pred, true = a[where] > 0.5, truth[where] > 0.5
+            rows[f"{prefix}iou"].append(float((pred & true).sum() / max(1, (pred | true).sum())))
+            rows[f"{prefix}mad"].append(float(np.abs(a[where] - truth[where]).mean()))
+    return {k: statistics.mean(v) for k, v in rows.items()}
+
+
+def write_clip(path: Path, frames: list[tuple[np.ndarray, np.ndarray]], rate: int = 25) -> Path:
+    """The frames as an H.264 MP4 (the input of the speed rows)."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=rate, options={"crf": "18"})
+        stream.height, stream.width = frames[0][0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        for i, (rgb, _) in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, rate)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+def speed(pipeline: PortraitPipeline, size: tuple[int, int], n: int, every: int) -> dict[str, float]:
+    """Frames/s of ``render_clip`` (decode .. encode) on a crossing clip, every frame and every k-th."""
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        src = write_clip(Path(tmp) / "in.mp4", crossing(n, size, seed=1))
+        for k in (1, every):
+            result = render_clip(pipeline, src, Path(tmp) / f"out_{k}.mp4", every=k)
+            out[f"fps_every_{k}"] = result.frames / result.seconds
+            out[f"seconds_every_{k}"] = result.seconds
+    return out
+
+
+def steps(pipeline: PortraitPipeline, size: tuple[int, int], runs: int = 2) -> dict[str, float]:
+    """Median seconds of each step on one frame at ``size``: segment (parse + subject_alpha),
+    smooth (flow + blend), propagate (flow + warp), render."""
+    frames = crossing(runs + 1, size, seed=2)
+    times: dict[str, list[float]] = {k: [] for k in ("segment", "smooth", "propagate", "render")}
+    smoother = TemporalSmoother()
+    with torch.inference_mode():
+        for rgb, _ in frames:
+            image = stack_images(rgb, None)
+            t0 = time.perf_counter()
+            parse, person, _, _ = pipeline.parse(image)
+            alpha, _ = pipeline.subject_alpha(image, parse, person)
+            t1 = time.perf_counter()
+            alpha = smoother(alpha.float(), image)
+            t2 = time.perf_counter()
+            smoother.propagate(image)
+            t3 = time.perf_counter()
+            pipeline.render(image, alpha, in_place=True)
+            t4 = time.perf_counter()
+            for key, value in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+                times[key].append(value)
+    return {f"{k}_s": statistics.median(v[1:]) for k, v in times.items()}  # the first frame: warm-up
+
+
+def strip(pipeline: PortraitPipeline, frames: list, images: list, alphas: list, path: Path) -> None:
+    """5 frames, original above portrait (the smoothed alpha), at half size."""
+    picks = np.linspace(0, len(frames) - 1, 5).round().astype(int)
+    top, bottom = [], []
+    with torch.inference_mode():
+        for i in picks:
+            portrait, _ = pipeline.render(images[i].clone(), alphas[i])
+            h, w = frames[i][0].shape[:2]
+            half = (w // 2, h // 2)
+            top.append(cv2.resize(frames[i][0], half, interpolation=cv2.INTER_AREA))
+            bottom.append(cv2.resize(to_uint8(portrait[0]), half, interpolation=cv2.INTER_AREA))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.vstack([np.hstack(top), np.hstack(bottom)])).save(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=24)
+    parser.add_argument("--size", default="640x360", help="WxH of the quality clips")
+    parser.add_argument("--speed-size", default="1280x720")
+    parser.add_argument("--speed-frames", type=int, default=8)
+    parser.add_argument("--every", type=int, default=3)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--strip", type=Path)
+    args = parser.parse_args()
+    size = tuple(int(v) for v in args.size.split("x"))
+    speed_size = tuple(int(v) for v in args.speed_size.split("x"))
+    pipeline = PortraitPipeline.from_pretrained("default", device="cpu")
+    results: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+                     "threads": torch.get_num_threads(), "size": args.size, "frames": args.frames,
+                     "load_average_1min_start": os.getloadavg()[0]}
+    for name, make in (("pan_zoom", pan_zoom), ("crossing", crossing)):
+        frames = make(args.frames, size)
+        start = time.perf_counter()
+        images, alphas = segment(pipeline, frames)
+        results[f"{name}_segment_s_per_frame"] = (time.perf_counter() - start) / len(frames)
+        every_arm = arms(images, alphas, args.every)
+        results[name] = {arm: scores(seq, frames) for arm, seq in every_arm.items()}
+        print(name, json.dumps(results[name], indent=1), flush=True)
+        if name == "crossing" and args.strip:
+            strip(pipeline, frames, images, every_arm["smoothed"], args.strip)
+    results["speed"] = {"size": args.speed_size, "frames": args.speed_frames,
+                        **speed(pipeline, speed_size, args.speed_frames, args.every),
+                        **steps(pipeline, speed_size)}
+    results["load_average_1min_end"] = os.getloadavg()[0]
+    print(json.dumps(results["speed"], indent=1))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
