@@ -268,3 +268,18 @@ def test_serve_command_usage_errors(tmp_path: object) -> None:
     proc = subprocess.run([sys.executable, "-m", "portraitseg.cli.main", "serve", "--ckpt", str(missing),
                            "--port", str(port)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and str(missing) in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_serve_help_imports_no_torch() -> None:
+    code = ("from portraitseg.cli.main import main\ntry: main(['serve', '--help'])\nexcept SystemExit: pass\n"
+            "import sys\nprint(sorted(m for m in ('torch', 'fastapi', 'lightning') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "--max-upload-bytes" in proc.stdout and proc.stdout.strip().splitlines()[-1] == "[]", proc.stderr
+
+
+@pytest.mark.parametrize(("field", "value"), [("workers", 0), ("queue", -1), ("timeout", 0.0),
+                                              ("timeout", float("inf")), ("quality", 101),
+                                              ("max_pixels", 1.5)])
+def test_limits_refuse_bad_values_naming_them(field: str, value: object) -> None:
+    with pytest.raises(ValueError, match=f"^{field}="):
+        ServeLimits(**{field: value})

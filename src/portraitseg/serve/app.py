@@ -88,8 +88,41 @@ async def upload_and_params(request: Request, engine: Engine) -> tuple[bytes, di
     return data, params
 
 
+async def portrait_response(request: Request, engine: Engine) -> Response:
+    """``POST /api/portrait``: read the upload and the parameters, queue the render, answer with
+    the image (the pipeline's notes in :data:`NOTES_HEADER`) or :class:`ApiError`."""
+    try:
+        data, params = await upload_and_params(request, engine)
+    except ClientDisconnect:
+        return error(400, "the client closed the connection before the upload was complete")
+    if not data:
+        raise ApiError(400, "no photo in the request: send it as the body or as the form field 'image'")
+    options = parse_options(params, request.headers.get("accept", ""), preset_names(),
+                            engine.class_names, engine.preset)
+    try:
+        future = engine.queue.submit(lambda: engine.render(data, options))
+    except QueueFull:
+        raise ApiError(503, f"the server is busy ({engine.limits.capacity} renders running or "
+                            f"waiting): retry in {RETRY_AFTER} s",
+                       {"Retry-After": str(RETRY_AFTER)}) from None
+    try:
+        rendered = await asyncio.wrap_future(future)
+    except ApiError:
+        raise
+    except MemoryError:
+        raise ApiError(500, "out of memory while rendering: send a smaller photo, or start the "
+                            "server with a lower --max-pixels") from None
+    except Exception as err:  # noqa: BLE001 - reported to the client, the server keeps serving
+        text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise ApiError(500, f"the render failed ({type(err).__name__}: {text}); the server is "
+                            "still running: retry, or report this with the photo") from None
+    headers = {NOTES_HEADER: quote("; ".join(rendered.notes))} if rendered.notes else None
+    return Response(rendered.body, media_type=rendered.media_type, headers=headers)
+
+
 def create_app(engine: Engine) -> FastAPI:
     """The application serving ``engine`` (loaded once, shared by every request)."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
@@ -133,32 +166,6 @@ def create_app(engine: Engine) -> FastAPI:
 
     @app.post("/api/portrait")
     async def portrait(request: Request) -> Response:
-        try:
-            data, params = await upload_and_params(request, engine)
-        except ClientDisconnect:
-            return error(400, "the client closed the connection before the upload was complete")
-        if not data:
-            raise ApiError(400, "no photo in the request: send it as the body or as the form field 'image'")
-        options = parse_options(params, request.headers.get("accept", ""), preset_names(),
-                                engine.class_names, engine.preset)
-        try:
-            future = engine.queue.submit(lambda: engine.render(data, options))
-        except QueueFull:
-            raise ApiError(503, f"the server is busy ({engine.limits.capacity} renders running or "
-                                f"waiting): retry in {RETRY_AFTER} s",
-                           {"Retry-After": str(RETRY_AFTER)}) from None
-        try:
-            rendered = await asyncio.wrap_future(future)
-        except ApiError:
-            raise
-        except MemoryError:
-            raise ApiError(500, "out of memory while rendering: send a smaller photo, or start the "
-                                "server with a lower --max-pixels") from None
-        except Exception as err:  # noqa: BLE001 - reported to the client, the server keeps serving
-            text = str(err).strip().splitlines()[0] if str(err).strip() else ""
-            raise ApiError(500, f"the render failed ({type(err).__name__}: {text}); the server is "
-                                "still running: retry, or report this with the photo") from None
-        headers = {NOTES_HEADER: quote("; ".join(rendered.notes))} if rendered.notes else None
-        return Response(rendered.body, media_type=rendered.media_type, headers=headers)
+        return await portrait_response(request, engine)
 
     return app

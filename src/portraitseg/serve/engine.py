@@ -187,11 +187,11 @@ class Engine:
                 raise ApiError(400, str(err)) from None
             if options.alpha:
                 return Rendered(encode_image("alpha.png", to_uint8(result.alpha[0, 0])), "image/png",
-                                result.notes)
+                                photo.notes + result.notes)
             portrait = to_uint8(result.portrait[0])
         name = "portrait.png" if options.fmt == "PNG" else "portrait.jpg"
         body = encode_image(name, portrait, self.limits.quality, photo.icc_profile, photo.alpha)
-        return Rendered(body, options.media_type, result.notes)
+        return Rendered(body, options.media_type, photo.notes + result.notes)
 
     def close(self) -> None:
         self.queue.close()
