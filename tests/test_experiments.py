@@ -95,9 +95,8 @@ SCRIPTS = [
            "--n 2 --size 128 --threads 1 --out {out}/results.json --figure {out}/crops.png", slow=True),
     Script("render_speed/bench.py",
            "--sizes 256x192 --runs 1 --threads 1 --skip memory --out {out}/results.json", slow=True),
-    Script("serve_load/bench.py",
-           "--requests 4 --clients 2 --warm 2 --size 160x120 --timeout 1 --threads 1 --out {out}/results.json",
-           slow=True),
+    Script("serve_load/bench.py", "--requests 4 --clients 2 --warm 2 --size 160x120 --timeout 1 --threads 1 "
+           "--out {out}/results.json", slow=True),
     Script("startup/bench.py", "--runs 1", slow=True),
     Script("video/bench.py", "--frames 3 --size 160x96 --speed-size 160x96 --speed-frames 2 "
            "--out {out}/results.json --strip {out}/strip.png", needs=("ccp_person",)),
