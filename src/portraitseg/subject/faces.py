@@ -175,15 +175,14 @@ class MTCNN(nn.Module):
 
     def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
         from portraitseg.boxes import batched_nms
-        from portraitseg.sizing import resize_tensor
 
         b, _, h, w = image.shape
         def normed(x: torch.Tensor) -> torch.Tensor:  # the nets' input scaling and memory layout
             return ((x * 255.0 - 127.5) * 0.0078125).contiguous(memory_format=torch.channels_last)
 
         cands, owners = [], []
-        for scale in self.scales(h, w):
-            small = resize_tensor(image, (int(h * scale + 1), int(w * scale + 1)))
+        pyramid = _pyramid(image, self.scales(h, w))
+        for scale, small in pyramid:
             offsets, prob = self.pnet(normed(small))
             idx = (prob >= self.thresholds[0]).nonzero()  # (n, 3): image, row, column
             if len(idx) == 0:
@@ -206,7 +205,7 @@ class MTCNN(nn.Module):
             rank[mine] = torch.arange(int(mine.sum()), device=rank.device)
         keep = keep[rank < MAX_CANDIDATES]
         cand, owner = cand[keep], owner[keep]
-        levels = _levels(image)
+        levels = _levels(image, pyramid)
         boxes, score = _squares(_refine(cand[:, :4], cand[:, 5:9])), cand[:, 4]
         for net, size, threshold, last in ((self.rnet, 24, self.thresholds[1], False),
                                            (self.onet, 48, self.thresholds[2], True)):
@@ -228,16 +227,30 @@ class MTCNN(nn.Module):
         return [torch.cat([boxes[owner == i], score[owner == i, None]], 1) for i in range(b)]
 
 
-def _levels(image: torch.Tensor) -> list[tuple[float, torch.Tensor]]:
-    """``(scale, image at that scale)`` for scales 1, 1/4, 1/16 (down to about 64 px): where
-    :func:`_crop` takes large boxes from."""
-    from portraitseg.sizing import resize_tensor
+def _pyramid(image: torch.Tensor, scales: list[float]) -> list[tuple[float, torch.Tensor]]:
+    """P-Net's levels ``(scale, image resized by it)``, area-averaged (as MTCNN's own resampling,
+    OpenCV's ``INTER_AREA``): the first from the photo, the others from the first (at most
+    :data:`MAX_LEVEL_PIXELS`), so a large photo is read once, not once per level."""
+    import torch.nn.functional as F
 
     h, w = image.shape[-2:]
-    out, scale = [(1.0, image)], 0.25
-    while min(h, w) * scale >= 64:
-        out.append((scale, resize_tensor(image, (round(h * scale), round(w * scale)))))
-        scale /= 4
+    out: list[tuple[float, torch.Tensor]] = []
+    for scale in scales:
+        source = out[0][1] if out else image
+        out.append((scale, F.adaptive_avg_pool2d(source, (int(h * scale + 1), int(w * scale + 1)))))
+    return out
+
+
+def _levels(
+    image: torch.Tensor, pyramid: list[tuple[float, torch.Tensor]]
+) -> list[tuple[float, torch.Tensor]]:
+    """``(scale, image at that scale)`` for :func:`_crop` to take boxes from: the photo, then the
+    pyramid's levels spaced at least 4x apart in area, down to about 64 px."""
+    h, w = image.shape[-2:]
+    out = [(1.0, image)]
+    for scale, level in pyramid:
+        if scale <= out[-1][0] * 0.5 and min(h, w) * scale >= 64:
+            out.append((scale, level))
     return out
 
 
