@@ -248,7 +248,7 @@ def test_fallbacks_without_a_person_head():
 
 
 def test_render_parse_is_the_pipeline_render_step():
-    pipe = pipeline()
+    pipe = pipeline(people="all")  # render_parse renders a parse as it is: no people are chosen
     photo = portrait_photo(64, 64, 24, 4, 20)[None]
     out = pipe(photo)
     portrait, alpha = render_parse(pipe.renderer, photo, out.parse, out.person)

@@ -15,6 +15,7 @@ from portraitseg.subject.people import (
     choose_people,
     find_people,
     focus_pixels,
+    heads_on_top,
     select_people,
 )
 
@@ -182,4 +183,38 @@ def test_specks_of_the_matte_are_no_people():
     found = find_people(matte, no_faces(), PHOTO)
     assert found.ids[0, 0, 5, 5] == 0 and found.ids[0, 0, 100, 150] == 0
     alpha, _ = select_people(matte.clone(), matte, no_faces(), PHOTO)
+    assert torch.equal(alpha, matte)
+
+
+def test_touching_people_with_heads_at_different_heights():
+    # the right person's head is lower, next to the left person's shoulder: each keeps its own body
+    matte = person(person(torch.zeros(1, 1, H, W), 20, 10, 81, 118), 78, 40, 140, 118)
+    faces = torch.tensor([[[38.0, 12.0, 62.0, 34.0], [97.0, 42.0, 121.0, 64.0]]])
+    alpha, _ = select_people(matte.clone(), matte, faces, PHOTO, focus=(30, 100))
+    assert kept_fraction(alpha, 20, 10, 76, 118) > 0.95
+    assert kept_fraction(alpha, 84, 40, 140, 118) < 0.05
+    alpha, _ = select_people(matte.clone(), matte, faces, PHOTO, focus=(130, 100))
+    assert kept_fraction(alpha, 20, 10, 70, 118) < 0.05
+
+
+@pytest.mark.parametrize(("face", "kept"), [(8.0, False), (20.0, True)])
+def test_a_person_overlapping_the_subject_is_judged_by_face_size(face, kept):
+    # the subject (face 24 px wide) and a smaller person joined to it in the picture: one blob
+    matte = person(person(torch.zeros(1, 1, H, W), 30, 10, 90, 118), 90, 50, 115, 100)
+    small = [102.5 - face / 2, 52.0, 102.5 + face / 2, 52.0 + face]
+    faces = torch.tensor([[[48.0, 12.0, 72.0, 36.0], small]])
+    alpha, _ = select_people(matte.clone(), matte, faces, PHOTO)
+    assert kept_fraction(alpha, 30, 10, 78, 118) > 0.99  # the split runs between the two bodies
+    behind = kept_fraction(alpha, 96, 50, 115, 100)
+    assert behind > 0.95 if kept else behind < 0.05
+
+
+def test_a_face_inside_a_body_splits_no_one():
+    # a face printed on the subject's shirt: a body above it, so not a head; the subject stays whole
+    matte = person(torch.zeros(1, 1, H, W), 40, 10, 100, 118)
+    faces = torch.tensor([[[58.0, 12.0, 82.0, 36.0], [62.0, 60.0, 74.0, 72.0]]])
+    assert heads_on_top(faces, matte > 0.5, PHOTO).tolist() == [[True, False]]
+    found = find_people(matte, faces, PHOTO)
+    assert torch.unique(found.ids).numel() == 2  # background and one person
+    alpha, _ = select_people(matte.clone(), matte, faces, PHOTO)
     assert torch.equal(alpha, matte)

@@ -91,11 +91,14 @@ class People:
         ids: ``(B, 1, h, w)`` long, 0 where no person, else the person's id (< ``count``).
         blobs: ``(B, 1, h, w)`` long, the 8-connected blob of each person pixel (0 elsewhere).
         count: the size of the id space (ids and blob ids are both below it).
+        face_size: ``(B, count)`` float, the face width (grid pixels) of each person split from
+            a blob by its face, 0 for the others; None: no face split anyone.
     """
 
     ids: torch.Tensor
     blobs: torch.Tensor
     count: int
+    face_size: torch.Tensor | None = None
 
 
 #: On the CPU, the iterative steps stop early once a pass of this many iterations changed nothing.
@@ -157,9 +160,11 @@ def components(mask: torch.Tensor, iterations: int) -> torch.Tensor:
 
 
 def face_seeds(faces: torch.Tensor, grid: tuple[int, int], photo: tuple[int, int],
-               fraction: float) -> torch.Tensor:
+               fraction: float, below: bool = False) -> torch.Tensor:
     """``(B, M, h, w)`` bool: the central ``fraction`` of each face box ``(B, M, 4)`` (photo
-    pixels ``x0, y0, x1, y1``; zero width: no face) on the grid, at least the pixel under its centre."""
+    pixels ``x0, y0, x1, y1``; zero width: no face) on the grid, at least the pixel under its
+    centre; ``below``: and the column under it, down to the grid's bottom (where an upright
+    person's body is)."""
     h, w = grid
     sx, sy = w / photo[1], h / photo[0]
     boxes = faces.float()
@@ -171,6 +176,8 @@ def face_seeds(faces: torch.Tensor, grid: tuple[int, int], photo: tuple[int, int
     ys = torch.arange(h, device=faces.device, dtype=torch.float32) + 0.5
     inside_x = (xs.view(1, 1, 1, w) - cx[..., None, None]).abs() <= hx
     inside_y = (ys.view(1, 1, h, 1) - cy[..., None, None]).abs() <= hy
+    if below:
+        inside_y = inside_y | (ys.view(1, 1, h, 1) >= cy[..., None, None])
     return inside_x & inside_y & (faces[..., 2] > faces[..., 0])[..., None, None]
 
 
@@ -202,15 +209,49 @@ def find_people(matte: torch.Tensor, faces: torch.Tensor, photo: tuple[int, int]
     speck = (area.gather(1, flat) < options.min_area * h * w).view_as(mask)
     mask = mask & ~speck
     blobs = blobs * mask
-    seeds = face_seeds(faces, grid, photo, options.seed_fraction) & mask  # (B, M, h, w)
-    m = faces.shape[1]
-    index = torch.arange(1, m + 1, device=matte.device, dtype=torch.float32).view(1, m, 1, 1)
-    grown = grow((seeds * index).amax(1, keepdim=True), mask, 2 * (h + w))
-    face_blob = (seeds * blobs).flatten(2).amax(2)  # (B, M): the blob of each face, 0 if none
+    faces = faces * heads_on_top(faces, mask, photo)[..., None]  # a face inside a body is no one's
+    heads = face_seeds(faces, grid, photo, options.seed_fraction) & mask  # (B, M, h, w)
+    face_blob = (heads * blobs).flatten(2).amax(2)  # (B, M): the blob of each face, 0 if none
     same = (face_blob[..., None, None] == blobs) & (face_blob[..., None, None] > 0)
+    grown = grow(_seed_labels(heads, face_seeds(faces, grid, photo, options.seed_fraction, True) & same),
+                 mask, 2 * (h + w))
     several = same.sum(1, keepdim=True) >= 2
     ids = torch.where(several & (grown > 0), grown + h * w, blobs)
-    return People(ids.long(), blobs.long(), h * w + m + 1)
+    m, count = faces.shape[1], h * w + faces.shape[1] + 1
+    split = (same & several).flatten(2).any(2)  # (B, M): faces that split their blob
+    width = (faces[..., 2] - faces[..., 0]).float() * w / photo[1] * split
+    face_size = torch.zeros(faces.shape[0], count, device=matte.device).index_copy_(
+        1, torch.arange(h * w + 1, count, device=matte.device), width)
+    return People(ids.long(), blobs.long(), count, face_size if m else None)
+
+
+def heads_on_top(faces: torch.Tensor, mask: torch.Tensor, photo: tuple[int, int]) -> torch.Tensor:
+    """``(B, M)`` bool: the face boxes ``(B, M, 4)`` (photo pixels) that top a person: the band
+    from 1 to 0.5 face heights above the box, as wide as the box, is mostly not in the person
+    ``mask`` ``(B, 1, h, w)`` (outside the photo counts as not). A face printed on a shirt, or
+    seen through a crowd of bodies, has a body above it and splits no one."""
+    h, w = mask.shape[-2:]
+    sx, sy = w / photo[1], h / photo[0]
+    x0, y0, x1, y1 = (faces.float() * faces.new_tensor([sx, sy, sx, sy]).float()).unbind(-1)
+    tall = (y1 - y0).clamp(min=1.0)
+    top, bottom = y0 - tall, (y0 - 0.5 * tall).clamp(min=y0 - tall + 1)
+    xs = torch.arange(w, device=faces.device, dtype=torch.float32).view(1, 1, 1, w) + 0.5
+    ys = torch.arange(h, device=faces.device, dtype=torch.float32).view(1, 1, h, 1) + 0.5
+    band = ((xs >= x0[..., None, None]) & (xs < x1[..., None, None]) & (ys >= top[..., None, None])
+            & (ys < bottom[..., None, None]))
+    inside = (band & mask).flatten(2).sum(2).float()
+    area = ((x1 - x0).clamp(min=1.0) * (bottom - top)).clamp(min=1.0)
+    return (inside < 0.5 * area) & (faces[..., 2] > faces[..., 0])
+
+
+def _seed_labels(heads: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+    """``(B, 1, h, w)`` float seed labels ``1..M`` from ``(B, M, h, w)`` head and column seeds:
+    heads first, then the column pixels that one face alone claims."""
+    m = heads.shape[1]
+    index = torch.arange(1, m + 1, device=heads.device, dtype=torch.float32).view(1, m, 1, 1)
+    head = (heads * index).amax(1, keepdim=True)
+    column = (columns * index).amax(1, keepdim=True) * (columns.sum(1, keepdim=True) == 1)
+    return torch.where(head > 0, head, column)
 
 
 def _scatter(ids: torch.Tensor, values: torch.Tensor, count: int, how: str) -> torch.Tensor:
@@ -236,14 +277,21 @@ def person_sizes(people: People, measure: str = "area") -> tuple[torch.Tensor, t
 
 def main_people(people: People, ratio: float, measure: str = "area") -> torch.Tensor:
     """``(B, count)`` bool: the main subjects (size ``>= ratio`` x the largest's,
-    :func:`person_sizes`) and the people of their blobs."""
+    :func:`person_sizes`) and the people touching them (their blob), except the people split
+    from it by a face smaller than ``ratio`` x the largest such face (someone far behind the
+    subject, overlapping it in the picture)."""
     ids, blobs = people.ids.flatten(1), people.blobs.flatten(1)
     size, area = person_sizes(people, measure)
     big = (size >= ratio * size.amax(1, keepdim=True)) & (area > 0)
     blob_kept = _scatter(blobs, big.gather(1, ids).float(), people.count, "amax") > 0
     blob_kept[:, 0] = False
     blob_of = _scatter(ids, blobs.float(), people.count, "amax").long()
-    return blob_kept.gather(1, blob_of) & (area > 0)
+    kept = blob_kept.gather(1, blob_of) & (area > 0)
+    if people.face_size is None:
+        return kept
+    face = people.face_size
+    far = (face > 0) & (face < ratio * face.amax(1, keepdim=True))
+    return kept & (big | ~far)
 
 
 def focus_person(people: People, point: tuple[float, float], photo: tuple[int, int],
@@ -378,5 +426,6 @@ def select_people(
 
 
 __all__ = ["PEOPLE_MODES", "Focus", "People", "PeopleError", "PeopleOptions", "choose_people", "components",
-           "face_seeds", "find_people", "focus_person", "focus_pixels", "grow", "main_people", "max_cross",
+           "face_seeds", "find_people", "focus_person", "focus_pixels", "grow", "heads_on_top", "main_people",
+           "max_cross",
            "people_factor", "person_sizes", "select_people"]
