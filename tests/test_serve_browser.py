@@ -73,6 +73,9 @@ def browser(tmp_path: Path) -> Iterator[object]:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
+    if not CHROMEDRIVER.is_file():
+        pytest.fail(f"Chromium is installed but no chromedriver at {CHROMEDRIVER}: "
+                    "apt-get install chromium-driver")
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for flag in (*FLAGS, f"--user-data-dir={tmp_path / 'profile'}"):
