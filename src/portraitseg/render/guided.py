@@ -10,8 +10,8 @@ import torch.nn.functional as F
 
 def box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
     """Mean over ``(2 radius + 1)^2`` windows of ``(B, C, h, w)``, reflected at the border:
-    kornia's ``box_blur(x, 2 radius + 1, "reflect")`` (a depthwise convolution, as there; CPU
-    pooling with stride 1 is ~4x slower)."""
+    kornia's ``box_blur(x, 2 radius + 1, "reflect")`` (a depthwise convolution, as there; on the
+    CPU two 1-D convolutions, running sums and pooling with stride 1 all measured slower)."""
     k, channels = 2 * radius + 1, x.shape[1]
     pad = min(radius, x.shape[-2] - 1, x.shape[-1] - 1)
     if pad < radius:  # reflect padding needs a larger input: replicate what is missing
