@@ -221,16 +221,16 @@ _KILL_DURING_SAVE = """
 import os, signal, sys, torch
 sys.path.insert(0, {tests!r})
 from test_faults import TinyData, TinyModule, _trainer
-from portraitseg import io as pio
+from portraitseg.io import write as pio_write
 from portraitseg.lit.callbacks import AtomicModelCheckpoint
-real_write, saves = pio._write_all, []
+real_write, saves = pio_write._write_all, []
 def write_then_die(fd, data):  # the 3rd checkpoint: killed with 4 kB of it on disk
     saves.append(1)
     if len(saves) == 3:
         os.write(fd, bytes(memoryview(data)[:4096]))
         os.kill(os.getpid(), signal.SIGKILL)
     return real_write(fd, data)
-pio._write_all = write_then_die
+pio_write._write_all = write_then_die
 ckpt = AtomicModelCheckpoint(dirpath={dirpath!r}, save_last=True, save_top_k=0, every_n_train_steps=1)
 _trainer({root!r}, [ckpt], max_epochs=2).fit(TinyModule(), datamodule=TinyData())
 """

@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 import portraitseg.io as pio
+import portraitseg.io.write as pio_write
 from portraitseg.cli.main import main as cli_main
 from portraitseg.io import (
     OutputError,
@@ -84,7 +85,7 @@ def _short_writes(monkeypatch, after: int = 0):
             return real(fd, bytes(memoryview(data)[: len(data) // 2]))
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(pio.os, "write", write)
+    monkeypatch.setattr(pio_write.os, "write", write)
 
 
 @pytest.mark.parametrize("existing", [False, True])
@@ -129,7 +130,7 @@ def test_file_size_limit_is_a_named_error_not_a_truncated_jpeg(tmp_path):
     """A real short write (RLIMIT_FSIZE): Pillow's own save returns normally with a truncated
     JPEG (the control), the project's writer raises and leaves nothing."""
     plain, ours = tmp_path / "plain.jpg", tmp_path / "ours.jpg"
-    script = _FSIZE_LIMIT.format(src=str(Path(pio.__file__).parents[1]), plain=str(plain), ours=str(ours))
+    script = _FSIZE_LIMIT.format(src=str(Path(pio.__file__).parents[2]), plain=str(plain), ours=str(ours))
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 3, proc.stderr[-2000:]
     assert "could not be written (the disk is full or the file size limit was reached" in proc.stdout
@@ -166,7 +167,7 @@ def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
     def interrupted(fd, data):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pio, "_write_all", interrupted)
+    monkeypatch.setattr(pio_write, "_write_all", interrupted)
     with pytest.raises(KeyboardInterrupt):
         write_image(tmp_path / "a.png", noise())
     assert list(tmp_path.iterdir()) == []

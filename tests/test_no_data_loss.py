@@ -188,16 +188,16 @@ def _listing(out: Path) -> list[str]:
 def test_full_disk_mid_photo_keeps_no_part_of_it(tmp_path, tiny_weights, monkeypatch, capsys):
     """The disk fills up while the stages figure is written: the photo fails (one error line naming
     the file), and neither its portrait nor its matte stays without the figure; no placeholder."""
-    import portraitseg.io as pio
+    import portraitseg.io.write as pio_write
 
-    real = pio._write_all
+    real = pio_write._write_all
 
     def full_on_figures(fd: int, data) -> None:
         if bytes(memoryview(data)[:3]) == b"\xff\xd8\xff":  # the JPEG stages figure
             raise OSError(28, "No space left on device")
         real(fd, data)
 
-    monkeypatch.setattr(pio, "_write_all", full_on_figures)
+    monkeypatch.setattr(pio_write, "_write_all", full_on_figures)
     (photo,) = _photos(tmp_path / "in", 1)
     out = tmp_path / "out"
     assert _render(tiny_weights, out, photo) == 1
@@ -208,16 +208,16 @@ def test_full_disk_mid_photo_keeps_no_part_of_it(tmp_path, tiny_weights, monkeyp
 
 def _fail_reading(monkeypatch: pytest.MonkeyPatch, name: str, error: type[BaseException]) -> None:
     """Decoding the photo file ``name`` raises ``error``; other photos decode normally."""
-    import portraitseg.io as pio
+    import portraitseg.io.read as pio_read
 
-    real = pio._open
+    real = pio_read._open
 
     def fail(path, max_pixels):
         if Path(path).name == name:
             raise error
         return real(path, max_pixels)
 
-    monkeypatch.setattr(pio, "_open", fail)
+    monkeypatch.setattr(pio_read, "_open", fail)
 
 
 def test_out_of_memory_photo_leaves_no_placeholder(tmp_path, tiny_weights, monkeypatch, capsys):
@@ -246,16 +246,16 @@ def test_sigterm_is_an_interrupt(tmp_path, tiny_weights, monkeypatch, capsys):
     is decoded ahead, so whether the first is kept is not fixed; that it is whole or absent is.)"""
     import signal
 
-    import portraitseg.io as pio
+    import portraitseg.io.read as pio_read
 
-    real = pio._open
+    real = pio_read._open
 
     def terminated_while_reading(path, max_pixels):
         if Path(path).name == "p1.png":
             os.kill(os.getpid(), signal.SIGTERM)
         return real(path, max_pixels)
 
-    monkeypatch.setattr(pio, "_open", terminated_while_reading)
+    monkeypatch.setattr(pio_read, "_open", terminated_while_reading)
     before = signal.getsignal(signal.SIGTERM)
     out = tmp_path / "out"
     assert _render(tiny_weights, out, *_photos(tmp_path / "in", 3)) == 130
