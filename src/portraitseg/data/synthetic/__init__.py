@@ -25,7 +25,8 @@ On disk (see :func:`generate`)::
 Sample ``i`` depends only on ``(seed, i, size)``: the same seed gives byte-identical files (on the
 same numpy / OpenCV / zlib builds), and growing ``n`` keeps the images already generated.
 
-Modules: :mod:`.shapes` (antialiased shapes), :mod:`.draw` (one portrait: :func:`make_sample`),
+Modules: :mod:`.shapes` (antialiased shapes), :mod:`.scene` (the canvas and the background),
+:mod:`.person` (the person's layers), :mod:`.draw` (one portrait: :func:`make_sample`),
 :mod:`.files` (the dataset on disk: :func:`generate`, :func:`ensure_synthetic`, the manifest) and
 :mod:`.cli` (``python -m portraitseg.data synth``); every name is importable from here.
 """
