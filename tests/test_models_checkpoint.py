@@ -16,7 +16,7 @@ from conftest import TINY
 from portraitseg.cli import config_dir
 from portraitseg.cli.train import train
 from portraitseg.data.synthetic import make_sample
-from portraitseg.models import Segmenter, checkpoint, pretrained, registry
+from portraitseg.models import Segmenter, checkpoint, loading, pretrained, registry
 from portraitseg.models.checkpoint import (
     FORMAT,
     CheckpointError,
@@ -82,8 +82,8 @@ def test_loading_never_downloads(ckpt, tmp_path, monkeypatch):
     monkeypatch.setattr(pretrained, "host_reachable", no_network)
     monkeypatch.setattr(registry, "weights_source", no_network)
     seen = []
-    real = checkpoint.create_model
-    monkeypatch.setattr(checkpoint, "create_model", lambda **kw: seen.append(kw) or real(**kw))
+    real = loading.create_model
+    monkeypatch.setattr(loading, "create_model", lambda **kw: seen.append(kw) or real(**kw))
     model, info = load_segmenter(path)
     assert seen[-1]["encoder_weights"] is None
     assert info["model"]["encoder_weights"] == "imagenet"  # reported as trained
