@@ -23,7 +23,8 @@ H.264 encode) on a crossing clip at ``--speed-size``, frames/s with the matte ev
 k-th frame. A strip of the crossing clip (original above portrait) is written with ``--strip``.
 
     .venv/bin/python experiments/video/bench.py --frames 24 --size 640x360 --speed-size 1280x720 \
-        --speed-frames 8 --every 3 --out experiments/video/results.json --strip experiments/video/strip.png
+        --speed-frames 8 --every 3 --sweep --out experiments/video/results.json \
+        --strip experiments/video/strip.png
 """
 
 from __future__ import annotations
@@ -137,25 +138,43 @@ def arms(images: list, alphas: list, every: int) -> dict[str, list[torch.Tensor]
 
 
 def scores(alphas: list[torch.Tensor], frames: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
-    """Flicker on the pixels whose true alpha is unchanged; IoU (alpha > 0.5) and MAD against the
-    true alpha over the frame and in the person's band (the true mask dilated by 5% of the width:
-    where a lagging edge shows)."""
+    """Flicker on the pixels whose true alpha is unchanged (all of them; those in the person's band in
+    this frame or the previous; those outside it); IoU (alpha > 0.5) and MAD against the true alpha
+    over the frame and in the person's band (the true mask dilated by 5% of the width: where a
+    lagging edge shows)."""
     grid = tuple(alphas[0].shape[-2:])
     truths = [cv2.resize(t, grid[::-1], interpolation=cv2.INTER_AREA) for _, t in frames]
     radius = max(1, round(0.05 * grid[1]))
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-    rows: dict[str, list[float]] = {k: [] for k in ("flicker", "iou", "mad", "band_iou", "band_mad")}
+    rows: dict[str, list[float]] = {k: [] for k in ("flicker", "flicker_band", "flicker_far", "iou", "mad",
+                                                     "band_iou", "band_mad")}
     for i, (alpha, truth) in enumerate(zip(alphas, truths, strict=True)):
         a = alpha[0, 0].float().numpy()
+        band = cv2.dilate((truth > 0.02).astype(np.uint8), disc) > 0
         if i:
             still = np.abs(truth - truths[i - 1]) < 1 / 255
-            rows["flicker"].append(float(np.abs(a - alphas[i - 1][0, 0].float().numpy())[still].mean()))
-        band = cv2.dilate((truth > 0.02).astype(np.uint8), disc) > 0
+            change = np.abs(a - alphas[i - 1][0, 0].float().numpy())
+            near = band | (cv2.dilate((truths[i - 1] > 0.02).astype(np.uint8), disc) > 0)
+            parts = (("flicker", still), ("flicker_band", still & near), ("flicker_far", still & ~near))
+            for key, where in parts:
+                rows[key].append(float(change[where].mean()) if where.any() else 0.0)
         for prefix, where in (("", np.ones_like(band)), ("band_", band)):
             pred, true = a[where] > 0.5, truth[where] > 0.5
             rows[f"{prefix}iou"].append(float((pred & true).sum() / max(1, (pred | true).sum())))
             rows[f"{prefix}mad"].append(float(np.abs(a[where] - truth[where]).mean()))
     return {k: statistics.mean(v) for k, v in rows.items()}
+
+
+def sweep(images: list, alphas: list, frames: list) -> dict[str, dict[str, float]]:
+    """Scores of the flow-following smoother at each ``strength`` and ``threshold``."""
+    out = {}
+    for strength in (0.5, 0.7, 0.8, 0.85, 0.9):
+        for threshold in (0.03, 0.05, 0.08):
+            smoother = TemporalSmoother(strength, threshold)
+            with torch.inference_mode():
+                seq = [smoother(a, im) for a, im in zip(alphas, images, strict=True)]
+            out[f"{strength}/{threshold}"] = scores(seq, frames)
+    return out
 
 
 def write_clip(path: Path, frames: list[tuple[np.ndarray, np.ndarray]], rate: int = 25) -> Path:
@@ -188,7 +207,8 @@ def speed(pipeline: PortraitPipeline, size: tuple[int, int], n: int, every: int)
 
 def steps(pipeline: PortraitPipeline, size: tuple[int, int], runs: int = 2) -> dict[str, float]:
     """Median seconds of each step on one frame at ``size``: segment (parse + subject_alpha),
-    smooth (flow + blend), propagate (flow + warp), render."""
+    smooth (flow + blend), propagate (flow + warp), render (the default preset, and the paper's
+    ``gaussian`` preset for comparison)."""
     frames = crossing(runs + 1, size, seed=2)
     times: dict[str, list[float]] = {k: [] for k in ("segment", "smooth", "propagate", "render")}
     smoother = TemporalSmoother()
@@ -207,6 +227,13 @@ def steps(pipeline: PortraitPipeline, size: tuple[int, int], runs: int = 2) -> d
             t4 = time.perf_counter()
             for key, value in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
                 times[key].append(value)
+    light = PortraitPipeline.from_pretrained("default", render="gaussian", device="cpu")
+    with torch.inference_mode():
+        for rgb, _ in frames:  # the paper's plain Gaussian preset, for comparison
+            image = stack_images(rgb, None)
+            t0 = time.perf_counter()
+            light.render(image, alpha, in_place=True)
+            times.setdefault("render_gaussian", []).append(time.perf_counter() - t0)
     return {f"{k}_s": statistics.median(v[1:]) for k, v in times.items()}  # the first frame: warm-up
 
 
@@ -234,6 +261,7 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=3)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--strip", type=Path)
+    parser.add_argument("--sweep", action="store_true", help="also score strengths x thresholds")
     args = parser.parse_args()
     size = tuple(int(v) for v in args.size.split("x"))
     speed_size = tuple(int(v) for v in args.speed_size.split("x"))
@@ -248,6 +276,8 @@ def main() -> None:
         results[f"{name}_segment_s_per_frame"] = (time.perf_counter() - start) / len(frames)
         every_arm = arms(images, alphas, args.every)
         results[name] = {arm: scores(seq, frames) for arm, seq in every_arm.items()}
+        if args.sweep:
+            results[f"{name}_sweep"] = sweep(images, alphas, frames)
         print(name, json.dumps(results[name], indent=1), flush=True)
         if name == "crossing" and args.strip:
             strip(pipeline, frames, images, every_arm["smoothed"], args.strip)
