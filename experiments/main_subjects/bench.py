@@ -247,7 +247,8 @@ def load_pool(samples: list, limit: int, seed: int) -> list:
 
 
 def figure(pipe, pool: list, seed: int, size: tuple[int, int], path: Path) -> None:
-    """Portraits of a val crowd photo (all people | main subjects) and of a pair (a click on each)."""
+    """Portraits of a val crowd photo where the rule blurs someone (photo | all people | main
+    subjects) and of a touching pair (photo | a click on each)."""
     import cv2
     import torch
 
@@ -260,10 +261,13 @@ def figure(pipe, pool: list, seed: int, size: tuple[int, int], path: Path) -> No
         return (out[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
     rng = np.random.default_rng(seed)
-    crowd = crowd_photo(pool, rng, size)
-    alpha, person, faces = subject_alpha(pipe, crowd["rgb"])
-    row1 = [crowd["rgb"]] + [portrait(crowd["rgb"], choose(alpha, person, faces, size, mode, PeopleOptions()))
-                             for mode in ("all", "main")]
+    for _ in range(10):  # the first crowd photo where the rule changes something
+        crowd = crowd_photo(pool, rng, size)
+        alpha, person, faces = subject_alpha(pipe, crowd["rgb"])
+        alphas = [choose(alpha, person, faces, size, mode, PeopleOptions()) for mode in ("all", "main")]
+        if any(alphas[0][m].mean() > KEPT and alphas[1][m].mean() < BLURRED for m in crowd["behind"]):
+            break
+    row1 = [crowd["rgb"]] + [portrait(crowd["rgb"], a) for a in alphas]
     pair = pair_photo(pool, rng, size, touching=True)
     alpha, person, faces = subject_alpha(pipe, pair["rgb"])
     row2 = [pair["rgb"]] + [portrait(pair["rgb"], choose(alpha, person, faces, size, "main", PeopleOptions(),
