@@ -16,7 +16,7 @@ from portraitseg.video.run import render_clip
 from portraitseg.video.temporal import TemporalSmoother, estimate_flow, luma, temporal_blend, to_grid, warp
 
 # --------------------------------------------------------------------------------------------
-# helpers
+# clips and scenes made for the tests
 
 
 def textured(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -304,3 +304,33 @@ def test_cli_renders_clips_beside_photos(tmp_path, tiny_weights, capsys):
     assert leftovers(tmp_path / "out") == ["clip_portrait.mp4", "clip_portrait_1.mp4", "photo_portrait.png"]
     assert (tmp_path / "out" / "clip_portrait.mp4").read_bytes() == b"keep me"
     assert len(decoded(tmp_path / "out" / "clip_portrait_1.mp4")[0]) == 3
+
+
+def test_cli_interrupt_mid_clip_leaves_no_output(tmp_path, tiny_weights, capsys, monkeypatch):
+    """Ctrl-C at the second frame: exit 130, neither the portrait, its placeholder nor the temporary
+    file is left in the output folder."""
+    import portraitseg.cli.video as cli_video
+
+    def interrupt(self, done: int, total: int | None) -> None:
+        if done == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_video.FrameProgress, "__call__", interrupt)
+    src = make_clip(tmp_path / "clip.mp4", photo_frames(4))
+    code = main(["render", str(src), "-o", str(tmp_path / "out"), "--ckpt", str(tiny_weights)])
+    assert code == 130, capsys.readouterr().err
+    assert leftovers(tmp_path / "out") == []
+
+
+def test_stages_warning_only_when_there_are_clips(tmp_path, tiny_weights, capsys):
+    from PIL import Image
+
+    photo = tmp_path / "photo.png"
+    Image.fromarray(photo_frames(1)[0]).save(photo)
+    model = ["--ckpt", str(tiny_weights), "--stages"]
+    assert main(["render", str(photo), "-o", str(tmp_path / "a"), *model]) == 0
+    assert "apply to photos only" not in capsys.readouterr().err
+    clip = make_clip(tmp_path / "clip.mp4", photo_frames(2))
+    assert main(["render", str(clip), "-o", str(tmp_path / "b"), *model]) == 0
+    assert "--stages and --save-alpha apply to photos only" in capsys.readouterr().err
+    assert leftovers(tmp_path / "b") == ["clip_portrait.mp4"]

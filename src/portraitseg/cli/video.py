@@ -71,8 +71,10 @@ def render_clips(job: Job, clips: list[tuple[Path, Path]], outdir: Path, namer: 
                  args: argparse.Namespace) -> tuple[int, int]:
     """Render each clip into ``outdir``; returns ``(failed, refused)``: clips that failed, and of
     them those refused as input."""
+    if not clips:
+        return 0, 0
     from portraitseg.io import InputError
-    from portraitseg.video.io import VideoError
+    from portraitseg.video.io import VideoError  # PyAV: imported only when there are clips
     from portraitseg.video.run import render_clip
     from portraitseg.video.temporal import TemporalSmoother
 
