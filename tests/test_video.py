@@ -334,3 +334,30 @@ def test_stages_warning_only_when_there_are_clips(tmp_path, tiny_weights, capsys
     assert main(["render", str(clip), "-o", str(tmp_path / "b"), *model]) == 0
     assert "--stages and --save-alpha apply to photos only" in capsys.readouterr().err
     assert leftovers(tmp_path / "b") == ["clip_portrait.mp4"]
+
+
+def test_rotated_clip_is_rendered_upright(tmp_path, tiny_weights):
+    """A clip stored 96x64 with a display rotation of -90 degrees (a phone's portrait video) is
+    segmented and written upright, 64x96, without the rotation; with no blur it is the picture a
+    player shows."""
+    frames = photo_frames(3)
+    src = tmp_path / "phone.mp4"
+    with av.open(str(src), "w") as out:
+        stream = out.add_stream("libx264", rate=10, options={"crf": "10"})
+        stream.height, stream.width, stream.pix_fmt = 64, 96, "yuv420p"
+        stream.set_display_rotation(-90)
+        for i, rgb in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    sharp = PortraitPipeline.from_pretrained(tiny_weights, device="cpu", render_options={"strength": 0.0})
+    render_clip(sharp, src, tmp_path / "out.mp4")
+    with av.open(str(tmp_path / "out.mp4")) as container:
+        written = [f for f in container.decode(video=0)]
+    assert (written[0].width, written[0].height, written[0].rotation) == (64, 96, 0)
+    upright = np.rot90(frames[0], -1).astype(np.float32)  # -90: a quarter turn clockwise
+    error = np.abs(written[0].to_ndarray(format="rgb24").astype(np.float32) - upright).mean()
+    assert error < 6, error

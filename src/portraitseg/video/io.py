@@ -8,6 +8,9 @@ into a temporary file in the output folder, copies the audio packets, and rename
 final name only in :meth:`ClipWriter.commit`; closed without it (an error, Ctrl-C) it deletes the
 temporary, so nothing half-written is ever left under the final name.
 
+Rotation: a clip stored sideways with a display rotation (as phones record portrait video) is
+turned upright before it is segmented, and written upright, without the rotation.
+
 Timestamps: every frame keeps its presentation time (``pts`` in the input stream's time base),
 so a variable-frame-rate clip stays variable and in sync with its audio; timestamps that do not
 increase are refused.
@@ -111,8 +114,9 @@ def _check(path: Path, container: Any, max_pixels: int | None) -> ClipInfo:
 
 
 def packets(container: Any, info: ClipInfo) -> Iterator[tuple[np.ndarray, int] | Any]:
-    """The clip once through, in file order: each video frame as ``(rgb (H, W, 3) uint8, pts)``
-    and each audio packet (an ``av.Packet``) to copy.
+    """The clip once through, in file order: each video frame as ``(rgb (H, W, 3) uint8, pts)``,
+    turned upright (a phone's display rotation applied, as a player shows it), and each audio
+    packet (an ``av.Packet``) to copy.
 
     Raises:
         VideoError: a frame that does not decode, or timestamps that do not increase.
@@ -129,11 +133,13 @@ def packets(container: Any, info: ClipInfo) -> Iterator[tuple[np.ndarray, int] |
                 continue
             for frame in packet.decode():
                 pts = frame.pts if frame.pts is not None else (0 if last is None else last + step)
+                turns = round((frame.rotation or 0) / 90) % 4  # counter-clockwise quarter turns
                 if last is not None and pts <= last:
                     raise _fail(info.path, f"frame timestamps do not increase ({pts} after {last}); "
                                            "remux the clip first, e.g. ffmpeg -i IN -c copy OUT.mp4")
                 last = pts
-                yield frame.to_ndarray(format="rgb24"), pts
+                rgb = frame.to_ndarray(format="rgb24")
+                yield (np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb), pts
     except av.FFmpegError as err:
         raise _fail(info.path, f"a frame could not be decoded ({err}); the file is damaged") from None
 
@@ -143,11 +149,12 @@ class ClipWriter:
 
     Use as a context manager: frames go in with :meth:`frame`, audio packets with :meth:`audio`,
     and :meth:`commit` renames the finished file to ``path``; leaving the block without it
-    removes the temporary file. The output keeps the input's size, frame rate and time stamps.
+    removes the temporary file. The output keeps the input's frame rate and time stamps, and its
+    size (``size``: ``(width, height)`` of the upright frames, default the clip's stored size).
     """
 
     def __init__(self, path: str | os.PathLike, info: ClipInfo, audio_stream: Any | None = None,
-                 crf: int = DEFAULT_CRF) -> None:
+                 crf: int = DEFAULT_CRF, size: tuple[int, int] | None = None) -> None:
         if not 0 <= crf <= 51:
             raise ValueError(f"crf={crf!r} must be in 0..51")
         self.path = Path(path)
@@ -159,7 +166,8 @@ class ClipWriter:
             self.container = av.open(str(self.tmp), "w", format="mp4")
             video = self.container.add_stream("libx264", rate=info.rate,
                                               options={"crf": str(crf), "preset": "veryfast"})
-            video.width, video.height, video.pix_fmt = info.width, info.height, "yuv420p"
+            video.width, video.height = size or (info.width, info.height)
+            video.pix_fmt = "yuv420p"
             video.time_base = info.time_base
             video.codec_context.time_base = info.time_base
             self.video = video

@@ -10,6 +10,7 @@ rendered.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -101,13 +102,23 @@ def render_clip(
     notes: list[str] = []
     done = segmented = 0
     try:
-        audio = container.streams.audio[0] if info.audio else None
-        with ClipWriter(out, info, audio, crf) as writer:
+        with contextlib.ExitStack() as stack:
+            writer: ClipWriter | None = None
+            early: list = []  # audio packets before the first frame, which gives the upright size
             for item in packets(container, info):
                 if not isinstance(item, tuple):
-                    writer.audio(item)
+                    if writer is None:
+                        early.append(item)
+                    else:
+                        writer.audio(item)
                     continue
                 rgb, pts = item
+                if writer is None:
+                    audio = container.streams.audio[0] if info.audio else None
+                    size = (rgb.shape[1], rgb.shape[0])
+                    writer = stack.enter_context(ClipWriter(out, info, audio, crf, size=size))
+                    for packet in early:
+                        writer.audio(packet)
                 segment = done % every == 0
                 portrait, _, said = render_frame(pipeline, rgb, smoother, segment)
                 notes += [n for n in said if n not in notes]
@@ -116,7 +127,7 @@ def render_clip(
                 segmented += segment
                 if progress is not None:
                     progress(done, info.frames)
-            if done == 0:
+            if writer is None:
                 raise VideoError(f"{info.path}: has a video stream without frames; nothing to render")
             path = writer.commit()
     finally:
