@@ -3,8 +3,9 @@
 The steps, plain torch on the matte's device, on a small grid (long side ``PeopleOptions.grid``)::
 
     person matte (B, 1, h, w) --threshold--> mask --8-connected components--> blobs
-    --a blob holding two faces or more: split by seeded growth from each face (geodesic, inside
-        the blob: each pixel goes to the face it is reached from first)--> people ids
+    --a blob holding two faces or more: split by seeded growth from each face's box and the
+        column under it (inside the blob, each pixel goes to the seed it is reached from first;
+        a face with a body above it is no head and seeds nothing)--> people ids
     --choose: the person under ``focus`` (or the nearest within a tolerance), else the main
         subjects (``people="main"``) or everyone (``people="all"``)-->
     --each person's territory (its pixels grown a little into the background, so that its soft
@@ -17,12 +18,14 @@ left as it is too.
 The main subjects (``people="main"``): a person is a subject when its size, the square root of
 its area on the grid, is at least ``main_ratio`` times the largest person's (a stand-in for its
 distance: the people behind are smaller); people touching a subject (the same blob) are kept
-with it. The rule and its ratio were chosen on composed photos of CCP people
-(``experiments/main_subjects/results.md``).
+with it, unless a face split them off that is under ``main_ratio`` times the largest such face
+(someone far behind who overlaps the subject in the picture). The rule and its ratio were
+chosen on composed photos of CCP people (``experiments/main_subjects/results.md``).
 
 Face boxes give the seeds: the central ``seed_fraction`` of each box (boxes of zero width are
-no face). On accelerators nothing here reads a tensor back to the host except a focus (the
-person under it); on the CPU the iterative steps also stop once they no longer change anything.
+no face). The region steps are :mod:`portraitseg.subject.regions`. On accelerators nothing here
+reads a tensor back to the host except a focus (the person under it); on the CPU the iterative
+steps also stop once they no longer change anything.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from portraitseg.subject.regions import components, grow
 
 #: What ``people`` may be: ``main`` (the main subjects, default) or ``all`` (everyone).
 PEOPLE_MODES = ("main", "all")
@@ -99,64 +104,6 @@ class People:
     blobs: torch.Tensor
     count: int
     face_size: torch.Tensor | None = None
-
-
-#: On the CPU, the iterative steps stop early once a pass of this many iterations changed nothing.
-CHECK_EVERY = 8
-
-
-def _settled(labels: torch.Tensor, previous: torch.Tensor | None) -> bool:
-    """On the CPU (where reading back is free): ``labels`` equal ``previous``, the labels of the
-    last check; on accelerators always False (the loops run their full count, no host sync)."""
-    return labels.device.type == "cpu" and previous is not None and torch.equal(previous, labels)
-
-
-def max3x3(x: torch.Tensor) -> torch.Tensor:
-    """3x3 maximum filter of ``(B, C, H, W)`` (zero padding), two separable passes."""
-    p = F.pad(x, (1, 1, 1, 1))
-    rows = torch.maximum(torch.maximum(p[..., :, :-2], p[..., :, 1:-1]), p[..., :, 2:])
-    return torch.maximum(torch.maximum(rows[..., :-2, :], rows[..., 1:-1, :]), rows[..., 2:, :])
-
-
-def max_cross(x: torch.Tensor) -> torch.Tensor:
-    """Maximum over each pixel and its 4 neighbours of ``(B, C, H, W)`` (zero padding)."""
-    p = F.pad(x, (1, 1, 1, 1))
-    rows = torch.maximum(torch.maximum(p[..., 1:-1, :-2], p[..., 1:-1, 2:]), p[..., 1:-1, 1:-1])
-    return torch.maximum(rows, torch.maximum(p[..., :-2, 1:-1], p[..., 2:, 1:-1]))
-
-
-def grow(labels: torch.Tensor, allowed: torch.Tensor | None, iterations: int) -> torch.Tensor:
-    """Seeded growth: each unlabelled pixel of ``allowed`` (None: all) takes the largest label
-    among its neighbours, ``iterations`` times, the steps alternating 8 and 4 neighbours (an
-    octagon, close to a disc): first arrival wins, so a pixel gets the label of the seed nearest
-    along ``allowed``. ``labels`` ``(B, 1, h, w)`` float, 0 = none."""
-    previous = None
-    for step in range(iterations):
-        if step % CHECK_EVERY == 0:
-            if _settled(labels, previous):
-                break
-            previous = labels
-        free = labels == 0 if allowed is None else (labels == 0) & allowed
-        labels = torch.where(free, max3x3(labels) if step % 2 else max_cross(labels), labels)
-    return labels
-
-
-def components(mask: torch.Tensor, iterations: int) -> torch.Tensor:
-    """8-connected components of a bool ``(B, 1, h, w)`` mask: each pixel of a region gets
-    ``1 +`` the largest flat index of the region after ``iterations`` propagation steps (the
-    longest path inside a region labels it whole); background 0. Returns float labels."""
-    _, _, h, w = mask.shape
-    ids = torch.arange(1, h * w + 1, device=mask.device, dtype=torch.float32).view(1, 1, h, w)
-    labels = ids * mask
-    keep = mask.float()
-    previous = None
-    for step in range(iterations):
-        if step % CHECK_EVERY == 0:
-            if _settled(labels, previous):
-                break
-            previous = labels
-        labels = max3x3(labels).mul_(keep)
-    return labels
 
 
 def face_seeds(faces: torch.Tensor, grid: tuple[int, int], photo: tuple[int, int],
@@ -425,7 +372,6 @@ def select_people(
     return alpha * factor.to(alpha.dtype), notes
 
 
-__all__ = ["PEOPLE_MODES", "Focus", "People", "PeopleError", "PeopleOptions", "choose_people", "components",
-           "face_seeds", "find_people", "focus_person", "focus_pixels", "grow", "heads_on_top", "main_people",
-           "max_cross",
+__all__ = ["PEOPLE_MODES", "Focus", "People", "PeopleError", "PeopleOptions", "choose_people",
+           "face_seeds", "find_people", "focus_person", "focus_pixels", "heads_on_top", "main_people",
            "people_factor", "person_sizes", "select_people"]
