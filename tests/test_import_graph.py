@@ -25,6 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("portraitseg.render",),                      # may use a model; no pipeline, lit, data
     ("portraitseg.subject",),
     ("portraitseg.presets",),
+    ("portraitseg.pretrained",),                  # from_pretrained's parts: model file + preset
     ("portraitseg.pipeline",),
     ("portraitseg.video",),                       # clips: the pipeline's steps frame by frame
     ("portraitseg.serve",),                       # HTTP server: the pipeline behind an API and a page

@@ -47,10 +47,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from portraitseg.classes import CLASS_NAMES, FLIP_PERMUTATION, NUM_CLASSES, model_class_ids
+from portraitseg.classes import CLASS_NAMES, FLIP_PERMUTATION, NUM_CLASSES
 from portraitseg.config import DEFAULT_MAX_PIXELS, DEFAULT_MODEL_SIZE
 from portraitseg.inputs import PipelineError, stack_images
 from portraitseg.models.inference import run_model, segment_letterboxed
+from portraitseg.presets import render_preset
 from portraitseg.sizing import long_side
 from portraitseg.subject.alpha import class_masks, parse_alpha
 from portraitseg.subject.crops import (
@@ -67,7 +68,7 @@ from portraitseg.viz import to_uint8
 
 #: What a portrait keeps sharp: ``person`` (the learned person matte; a model without a person
 #: head falls back to ``person_grabcut``), ``person_grabcut`` (the face parse extended to the body
-#: by GrabCut, :func:`portraitseg.render.person.person_alpha`) or ``face`` (the kept parsed
+#: by GrabCut, :func:`portraitseg.subject.grabcut.person_alpha`) or ``face`` (the kept parsed
 #: classes only, the paper).
 PIPELINE_SUBJECTS = ("person", "person_grabcut", "face")
 #: Long side of the grid the fine parse is pasted on and the subject alpha built on (photos
@@ -109,16 +110,6 @@ class PortraitResult:
 # pure functions
 
 
-def _stored_size(info: dict[str, Any]) -> int | None:
-    """The training input size (long side) a model file records, if any."""
-    size = info.get("image_size")
-    if isinstance(size, (list, tuple)) and size:
-        return int(max(size))
-    if isinstance(size, (int, float)) and size > 0:
-        return int(size)
-    return None
-
-
 def render_parse(
     renderer: nn.Module, image: torch.Tensor, probs: torch.Tensor, person: torch.Tensor | None = None,
     subject: str = "person",
@@ -137,24 +128,6 @@ def render_parse(
                      for m in class_masks(renderer.keep, probs.shape[1]))
     alpha = parse_alpha(probs, person, kept, dropped, subject)
     return renderer(image, alpha=alpha.to(image.dtype))
-
-
-def render_preset(name: str, **overrides: Any) -> nn.Module:
-    """Build the :class:`~portraitseg.render.PortraitRenderer` of the package preset ``name``
-    (``disc``, ``gaussian``, ``halo_free``: :func:`portraitseg.presets.preset_names`); a name is
-    never taken as a path (:func:`portraitseg.presets.preset_path`).
-
-    Raises:
-        PipelineError: not a preset name, or no such preset (listing the presets).
-    """
-    from portraitseg.presets import PresetError, build_renderer, load_preset
-
-    try:
-        options = load_preset(name)
-        options.update(overrides)
-        return build_renderer(options, f"render preset {name!r}")
-    except PresetError as err:
-        raise PipelineError(str(err)) from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -190,6 +163,7 @@ class PortraitPipeline(nn.Module):
             limit, :data:`portraitseg.config.DEFAULT_MAX_PIXELS`; ``None``: no limit).
         people: who stays sharp without a focus: ``main`` (the main subjects, default) or ``all``
             (every person; :mod:`portraitseg.subject.people`).
+        face_finder: the ``mtcnn`` finder to use, e.g. another pipeline's (default: a new one).
     """
 
     def __init__(
@@ -214,6 +188,7 @@ class PortraitPipeline(nn.Module):
         min_face: float = MIN_FACE,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         people: str = "main",
+        face_finder: nn.Module | None = None,
     ) -> None:
         super().__init__()
         if people not in PEOPLE_MODES:
@@ -233,6 +208,7 @@ class PortraitPipeline(nn.Module):
         if class_names is None:
             class_names = CLASS_NAMES if classes == NUM_CLASSES else ()
         names = list(class_names)
+        self.class_names = tuple(names) or None
         self.helen = names == list(CLASS_NAMES)
         self.person_head = bool(getattr(segmenter, "person_head", False))
         for name, value, low in (("model_size", model_size, 32), ("face_size", face_size, 32),
@@ -251,7 +227,9 @@ class PortraitPipeline(nn.Module):
             raise PipelineError(f"min_face={min_face!r} must be a number of pixels >= 12 (the face "
                                 "detector's smallest window)")
         self.faces = faces
-        self.face_finder = FaceFinder(min_face=min_face) if faces == "mtcnn" and self.helen else None
+        if face_finder is None and faces == "mtcnn" and self.helen:
+            face_finder = FaceFinder(min_face=min_face)
+        self.face_finder = face_finder if faces == "mtcnn" and self.helen else None
 
         keep = tuple(renderer.keep if keep is None else keep)
         bad = [k for k in keep if not 0 <= int(k) < classes]
@@ -329,36 +307,30 @@ class PortraitPipeline(nn.Module):
                 (it says what it is and what was expected).
             PipelineError: unknown preset, option or class.
         """
-        from portraitseg.models.checkpoint import resolve_model_path
-        from portraitseg.models.inference import load_inference_segmenter
-        from portraitseg.runtime import configure_threads
+        from portraitseg.pretrained import pretrained_parts
 
-        configure_threads(threads)
-        net, info = load_inference_segmenter(resolve_model_path(model))
-        if isinstance(render, str):
-            renderer = render_preset(render, **(render_options or {}))
-        elif render_options:
-            raise PipelineError("render_options apply to a preset name; set them on the renderer object")
-        else:
-            renderer = render
-        names = list(info.get("class_names") or CLASS_NAMES)
-        default = tuple(renderer.keep) if names == list(CLASS_NAMES) else None
-        try:
-            options["keep"] = model_class_ids(default if keep is None else keep, names)
-        except ValueError as err:
-            raise PipelineError(f"keep={keep!r}: {err}") from None
-        if person_model is not None:
-            from portraitseg.subject.person_model import load_person_model
-
-            person, person_info = load_person_model(person_model)
-            options["person_model"] = person
-            options.setdefault("person_model_size", _stored_size(person_info) or DEFAULT_MODEL_SIZE)
-        options.setdefault("model_size", _stored_size(info) or DEFAULT_MODEL_SIZE)
-        options.setdefault("class_names", info.get("class_names"))
+        net, renderer, options = pretrained_parts(model, render, render_options, keep, person_model, threads,
+                                                  options)
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        dev = torch.device(device)
-        return cls(net.eval(), renderer, **options).to(dev).eval()
+        return cls(net.eval(), renderer, **options).to(torch.device(device)).eval()
+
+    def with_options(self, renderer: nn.Module | None = None, **options: Any) -> PortraitPipeline:
+        """A pipeline sharing this one's networks (segmenter, face finder, person model) with other
+        options: ``renderer`` and any argument of :class:`PortraitPipeline` (``subject``, ``keep``,
+        ``people``, ``max_pixels``...; the others as here). Cheap: nothing is loaded (a server's
+        per-request options)."""
+        current = {"subject": self.subject, "keep": self.keep, "tta": self.tta, "model_size": self.model_size,
+                   "face_pass": self.face_pass, "face_size": self.face_size, "max_faces": self.max_faces,
+                   "parse_size": self.parse_size, "person_model": self.person_model,
+                   "person_model_size": self.person_model_size, "class_names": self.class_names,
+                   "fast": self.fast, "sync_free": self.sync_free, "faces": self.faces,
+                   "face_finder": self.face_finder, "max_pixels": self.max_pixels, "people": self.people}
+        if renderer is not None and "keep" not in options:
+            current["keep"] = None  # the new renderer's
+        clone = type(self)(self.segmenter, renderer if renderer is not None else self.renderer,
+                           **{**current, **options})
+        return clone.to(self.device).eval()
 
     # ---- the passes
 

@@ -128,3 +128,21 @@ def build_renderer(options: Mapping[str, Any], where: str = "render options") ->
     from portraitseg.render import PortraitRenderer
 
     return PortraitRenderer(**{k: v for k, v in options.items() if k != "_target_"})
+
+
+def render_preset(name: str, **overrides: Any) -> Any:
+    """Build the :class:`~portraitseg.render.PortraitRenderer` of the package preset ``name``
+    (``disc``, ``gaussian``, ``halo_free``: :func:`portraitseg.presets.preset_names`); a name is
+    never taken as a path (:func:`portraitseg.presets.preset_path`).
+
+    Raises:
+        PipelineError: not a preset name, or no such preset (listing the presets).
+    """
+    from portraitseg.inputs import PipelineError
+
+    try:
+        options = load_preset(name)
+        options.update(overrides)
+        return build_renderer(options, f"render preset {name!r}")
+    except PresetError as err:
+        raise PipelineError(str(err)) from None

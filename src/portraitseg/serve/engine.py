@@ -157,16 +157,9 @@ class Engine:
             renderer = render_preset(options.preset, **dict(options.overrides))
         except (PipelineError, ValueError) as err:  # the renderer's own checks of the values
             raise ApiError(400, f"preset={options.preset!r} with these options: {err}") from None
-        base = self.base
-        pipe = PortraitPipeline(
-            base.segmenter, renderer, subject=options.subject, keep=options.keep or base.keep,
-            tta=base.tta, model_size=base.model_size, face_pass=base.face_pass, face_size=base.face_size,
-            max_faces=base.max_faces, parse_size=base.parse_size, person_model=base.person_model,
-            person_model_size=base.person_model_size, class_names=CLASS_NAMES if base.helen else None,
-            fast=base.fast, sync_free=base.sync_free, faces="parse", max_pixels=self.limits.max_pixels,
-            people="all" if options.all_people else "main")
-        pipe.faces, pipe.face_finder = base.faces, base.face_finder  # the loaded face finder
-        pipe = pipe.to(base.device).eval()
+        pipe = self.base.with_options(renderer, subject=options.subject, keep=options.keep or self.base.keep,
+                                      max_pixels=self.limits.max_pixels,
+                                      people="all" if options.all_people else "main")
         with self._lock:
             self._pipelines[key] = pipe
             while len(self._pipelines) > self.limits.cache:
