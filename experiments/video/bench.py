@@ -73,9 +73,9 @@ def pan_zoom(n: int, size: tuple[int, int], seed: int = 0) -> list[tuple[np.ndar
     width, height = size
     rng = np.random.default_rng(seed)
     frames = []
-    for i in range(n):  # per frame: the window 0.25% narrower, 0.1% of the photo's width across
+    for i in range(n):  # per frame: the window 0.25% narrower, 0.1% of the width across and up
         win_w = w * 0.98 * 0.9975 ** i
-        cx, cy = w * (0.46 + 0.001 * i), h * (0.33 + 0.0005 * i)
+        cx, cy = w * (0.46 + 0.001 * i), h * (0.2 - 0.001 * i)  # head and shoulders
         s = width / win_w
         affine = np.float32([[s, 0, width / 2 - s * cx], [0, s, height / 2 - s * cy]])
         img, alpha = (cv2.warpAffine(x, affine, (width, height), flags=cv2.INTER_LINEAR,
