@@ -194,14 +194,17 @@ def write_clip(path: Path, frames: list[tuple[np.ndarray, np.ndarray]], rate: in
 
 
 def speed(pipeline: PortraitPipeline, size: tuple[int, int], n: int, every: int) -> dict[str, float]:
-    """Frames/s of ``render_clip`` (decode .. encode) on a crossing clip, every frame and every k-th."""
+    """Frames/s of ``render_clip`` (decode .. encode) on a crossing clip, every frame and every k-th,
+    as ``portraitseg render`` runs clips (one pass: no face pass) and with ``--video-faces``."""
     out = {}
+    one_pass = pipeline.with_options(face_pass=False)
     with tempfile.TemporaryDirectory() as tmp:
         src = write_clip(Path(tmp) / "in.mp4", crossing(n, size, seed=1))
-        for k in (1, every):
-            result = render_clip(pipeline, src, Path(tmp) / f"out_{k}.mp4", every=k)
-            out[f"fps_every_{k}"] = result.frames / result.seconds
-            out[f"seconds_every_{k}"] = result.seconds
+        for name, pipe in (("", one_pass), ("faces_", pipeline)):
+            for k in (1, every):
+                result = render_clip(pipe, src, Path(tmp) / f"out_{k}.mp4", every=k)
+                out[f"{name}fps_every_{k}"] = result.frames / result.seconds
+                out[f"{name}seconds_every_{k}"] = result.seconds
     return out
 
 
@@ -228,12 +231,18 @@ def steps(pipeline: PortraitPipeline, size: tuple[int, int], runs: int = 2) -> d
             for key, value in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
                 times[key].append(value)
     light = PortraitPipeline.from_pretrained("default", render="gaussian", device="cpu")
+    one_pass = pipeline.with_options(face_pass=False)
     with torch.inference_mode():
-        for rgb, _ in frames:  # the paper's plain Gaussian preset, for comparison
+        for rgb, _ in frames:  # the paper's plain Gaussian preset, for comparison; one pass (clips)
             image = stack_images(rgb, None)
             t0 = time.perf_counter()
             light.render(image, alpha, in_place=True)
             times.setdefault("render_gaussian", []).append(time.perf_counter() - t0)
+            image = stack_images(rgb, None)
+            t0 = time.perf_counter()
+            parse, person, _, _ = one_pass.parse(image)
+            one_pass.subject_alpha(image, parse, person)
+            times.setdefault("segment_one_pass", []).append(time.perf_counter() - t0)
     return {f"{k}_s": statistics.median(v[1:]) for k, v in times.items()}  # the first frame: warm-up
 
 
@@ -262,6 +271,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--strip", type=Path)
     parser.add_argument("--sweep", action="store_true", help="also score strengths x thresholds")
+    parser.add_argument("--speed-only", action="store_true", help="only the speed rows (no quality clips)")
     args = parser.parse_args()
     size = tuple(int(v) for v in args.size.split("x"))
     speed_size = tuple(int(v) for v in args.speed_size.split("x"))
@@ -269,7 +279,7 @@ def main() -> None:
     results: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
                      "threads": torch.get_num_threads(), "size": args.size, "frames": args.frames,
                      "load_average_1min_start": os.getloadavg()[0]}
-    for name, make in (("pan_zoom", pan_zoom), ("crossing", crossing)):
+    for name, make in () if args.speed_only else (("pan_zoom", pan_zoom), ("crossing", crossing)):
         frames = make(args.frames, size)
         start = time.perf_counter()
         images, alphas = segment(pipeline, frames)

