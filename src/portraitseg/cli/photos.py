@@ -223,8 +223,9 @@ class PhotoLoop:
         """Photos rendered at once: on the CPU, for two photos or more, one per
         :func:`~portraitseg.runtime.usable_cores` divided by the intra-op threads chosen with
         ``--threads`` (default: one thread each). A photo's many small operations parallelise
-        poorly within it: two photos side by side with one thread each render 1.3x the photos a
-        second of one photo at a time with two threads (``experiments/bench_render_path``)."""
+        poorly within it, so photos side by side on one thread each render more photos a second
+        than one photo at a time on all threads (``experiments/bench_render_path``: the folder row)."""
+
         from portraitseg.runtime import usable_cores
 
         if len(self.items) < 2 or job.pipeline.device.type != "cpu":
