@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from portraitseg.subject.crops import FACE_SIZE, MIN_GAIN, frame_faces
+from portraitseg.subject.regions import label_regions, max3x3
 
 #: Faces parsed in pass 2 per photo (the best-scoring ones; ``faces="parse"``: the largest).
 MAX_FACES = 8
@@ -23,32 +24,6 @@ MIN_HEAD_PX = 4
 
 #: Heads fill at least this fraction of their box (scattered specks of head classes do not).
 MIN_FILL = 0.3
-
-
-def max3x3(x: torch.Tensor) -> torch.Tensor:
-    """3x3 maximum filter of ``(B, C, H, W)`` (zero padding) as two separable passes of
-    ``torch.maximum`` over shifted views (PyTorch's CPU ``max_pool2d`` with stride 1 is ~100x
-    slower on a one-channel mask)."""
-    p = F.pad(x, (1, 1, 1, 1))
-    rows = torch.maximum(torch.maximum(p[..., :, :-2], p[..., :, 1:-1]), p[..., :, 2:])
-    return torch.maximum(torch.maximum(rows[..., :-2, :], rows[..., 1:-1, :]), rows[..., 2:, :])
-
-
-def label_regions(mask: torch.Tensor, iterations: int) -> torch.Tensor:
-    """8-connected components of a binary mask ``(B, 1, H, W)`` (no host sync): each pixel of a
-    region gets ``1 +`` the largest flat index of the region's pixels, background 0, after
-    ``iterations`` max-propagation steps (the longest path inside a region, in pixels, labels any
-    region whole; kornia's ``connected_components`` algorithm with a faster 3x3 maximum).
-
-    Returns:
-        ``(B, 1, H, W)`` float32 labels (exact integers up to 2^24 pixels).
-    """
-    b, _, h, w = mask.shape
-    ids = torch.arange(1, h * w + 1, device=mask.device, dtype=torch.float32).view(1, 1, h, w)
-    labels = ids * mask
-    for _ in range(iterations):
-        labels = max3x3(labels).mul_(mask)
-    return labels
 
 
 def find_heads(

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from portraitseg.subject.regions import components, grow
+from portraitseg.subject.regions import grow, label_regions
 
 #: What ``people`` may be: ``main`` (the main subjects, default) or ``all`` (everyone).
 PEOPLE_MODES = ("main", "all")
@@ -150,7 +150,7 @@ def find_people(matte: torch.Tensor, faces: torch.Tensor, photo: tuple[int, int]
     small = F.interpolate(matte.float(), size=grid, mode="area") if grid != (h1, w1) else matte.float()
     mask = small > options.threshold
     h, w = grid
-    blobs = components(mask, h + w)
+    blobs = label_regions(mask, h + w)
     flat = blobs.long().flatten(1)
     area = _scatter(flat, torch.ones_like(flat, dtype=torch.float32), h * w + 1, "sum")
     speck = (area.gather(1, flat) < options.min_area * h * w).view_as(mask)
