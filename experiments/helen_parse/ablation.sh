@@ -5,8 +5,9 @@
 #   plain        the plain Helen-only recipe (control): experiment=helen_plain, 5 epochs = 1125 steps at 256 px
 #   ft_balanced  stage 2 from the bundled model, class-balanced CE: experiment=person_helen_ft, 750 steps at 320 px
 #   ft_plain     the same with plain CE
-#   long         the final stage: experiment=person_helen_long from the bundled (ft_plain) weights, 2000 steps
-#                at 320 px with an EMA of the weights (not part of the default ARMS; ARMS=long)
+#   long         the final stage: experiment=person_helen_long from the ft_plain weights, 2000 steps at 320 px
+#                (not part of the default ARMS; ARMS=long; it was run with the EMA callback, which also
+#                records the EMA of the weights: its checkpoint holds both)
 #   bash experiments/helen_parse/ablation.sh      (ARMS="plain ft_plain" to pick; then evaluate.py on each last.ckpt)
 # EXTRA: more overrides for every arm (the tests run it with a tiny model for a few steps).
 set -euo pipefail
