@@ -8,6 +8,8 @@ run their full count without a host sync.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -15,10 +17,20 @@ import torch.nn.functional as F
 CHECK_EVERY = 8
 
 
-def _settled(labels: torch.Tensor, previous: torch.Tensor | None) -> bool:
-    """On the CPU (where reading back is free): ``labels`` equal ``previous``, the labels of the
-    last check; on accelerators always False (the loops run their full count, no host sync)."""
-    return labels.device.type == "cpu" and previous is not None and torch.equal(previous, labels)
+def iterate(
+    labels: torch.Tensor, step: Callable[[torch.Tensor, int], torch.Tensor], iterations: int
+) -> torch.Tensor:
+    """``labels = step(labels, i)`` for ``i`` in ``0 .. iterations - 1``; on the CPU (where reading back
+    is free) it stops once :data:`CHECK_EVERY` steps changed nothing, on accelerators it runs the full
+    count (no host sync)."""
+    previous = None
+    for i in range(iterations):
+        if i % CHECK_EVERY == 0:
+            if labels.device.type == "cpu" and previous is not None and torch.equal(previous, labels):
+                break
+            previous = labels
+        labels = step(labels, i)
+    return labels
 
 
 def max3x3(x: torch.Tensor) -> torch.Tensor:
@@ -42,15 +54,11 @@ def grow(labels: torch.Tensor, allowed: torch.Tensor | None, iterations: int) ->
     among its neighbours, ``iterations`` times, the steps alternating 8 and 4 neighbours (an
     octagon, close to a disc): first arrival wins, so a pixel gets the label of the seed nearest
     along ``allowed``. ``labels`` ``(B, 1, h, w)`` float, 0 = none."""
-    previous = None
-    for step in range(iterations):
-        if step % CHECK_EVERY == 0:
-            if _settled(labels, previous):
-                break
-            previous = labels
-        free = labels == 0 if allowed is None else (labels == 0) & allowed
-        labels = torch.where(free, max3x3(labels) if step % 2 else max_cross(labels), labels)
-    return labels
+    def step(x: torch.Tensor, i: int) -> torch.Tensor:
+        free = x == 0 if allowed is None else (x == 0) & allowed
+        return torch.where(free, max3x3(x) if i % 2 else max_cross(x), x)
+
+    return iterate(labels, step, iterations)
 
 
 def label_regions(mask: torch.Tensor, iterations: int) -> torch.Tensor:
@@ -66,15 +74,7 @@ def label_regions(mask: torch.Tensor, iterations: int) -> torch.Tensor:
     _, _, h, w = mask.shape
     ids = torch.arange(1, h * w + 1, device=mask.device, dtype=torch.float32).view(1, 1, h, w)
     keep = mask.float()
-    labels = ids * keep
-    previous = None
-    for step in range(iterations):
-        if step % CHECK_EVERY == 0:
-            if _settled(labels, previous):
-                break
-            previous = labels
-        labels = max3x3(labels).mul_(keep)
-    return labels
+    return iterate(ids * keep, lambda x, _: max3x3(x).mul_(keep), iterations)
 
 
-__all__ = ["CHECK_EVERY", "grow", "label_regions", "max3x3", "max_cross"]
+__all__ = ["CHECK_EVERY", "grow", "iterate", "label_regions", "max3x3", "max_cross"]
