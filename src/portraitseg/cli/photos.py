@@ -52,6 +52,19 @@ class Job:
     focus: tuple[float, float] | None = None
 
 
+def start_job(args: argparse.Namespace, outdir: Path, build_job: Any, usage_error: type[Exception]) -> Job:
+    """The job of a run (``build_job(args)``), its set-up notes printed, the output folder made;
+    ``usage_error`` naming ``-o`` if the folder cannot be made."""
+    job = build_job(args)
+    for note in job.notes:
+        say(f"warning: {note}", file=sys.stderr)
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise usage_error(f"-o {outdir}: cannot create the output folder ({err.strerror or err})") from None
+    return job
+
+
 def read_input(src: Path, max_pixels: int) -> tuple[Photo, list[str]]:
     """Decode ``src`` (:func:`portraitseg.io.read_photo`); returns the photo and notes (only the
     first frame of an animated GIF or multi-page TIFF read, a colour profile converted...)."""

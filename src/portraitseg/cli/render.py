@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from portraitseg.argtypes import float_in, int_in, parse_focus
 from portraitseg.classes import CLASS_NAMES, F1_GROUPS
 from portraitseg.cli.outputs import PORTRAIT_TAG, STAGES_TAG, OutputNamer, expand_inputs
-from portraitseg.cli.photos import Job, PhotoLoop, progress_bar, say
+from portraitseg.cli.photos import Job, PhotoLoop, progress_bar, say, start_job
 from portraitseg.cli.video import add_video_arguments, render_clips, split_clips, video_exit
 from portraitseg.cli.watch import add_watch_arguments, watch_folder
 from portraitseg.config import DEFAULT_MAX_PIXELS, DEFAULT_MODEL_SIZE  # shared limits and defaults
@@ -276,14 +276,7 @@ def _run(args: argparse.Namespace) -> int:
     clip_status = (0, 0)
     try:
         loop.read_ahead(args.max_pixels, 1)  # the first photo is decoded while PyTorch is imported
-        job = build_job(args)
-        for note in job.notes:
-            say(f"warning: {note}", file=sys.stderr)
-        try:
-            outdir.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise UsageError(f"-o {outdir}: cannot create the output folder "
-                             f"({err.strerror or err})") from None
+        job = start_job(args, outdir, build_job, UsageError)
         namer = OutputNamer([p for p, _ in items], args.overwrite)
         for spec in missing:
             say(f"error: {spec}: no such file, folder or matching pattern", file=sys.stderr)

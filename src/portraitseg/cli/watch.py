@@ -22,7 +22,7 @@ from pathlib import Path
 
 from portraitseg.argtypes import float_in
 from portraitseg.cli.outputs import OutputNamer, expand_inputs, portrait_path
-from portraitseg.cli.photos import Job, error_text, read_input, render_photo, say, write_outputs
+from portraitseg.cli.photos import Job, error_text, read_input, render_photo, say, start_job, write_outputs
 from portraitseg.io import IMAGE_SUFFIXES, InputError, WriteError
 
 #: Default seconds between two looks at the folder.
@@ -62,13 +62,7 @@ def watch_folder(args: argparse.Namespace, build_job: Callable[[argparse.Namespa
     folder = Path(args.inputs[0]).expanduser()
     outdir = Path(args.output).expanduser()
     state = WatchState()
-    job = build_job(args)
-    for note in job.notes:
-        say(f"warning: {note}", file=sys.stderr)
-    try:
-        outdir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise usage_error(f"-o {outdir}: cannot create the output folder ({err.strerror or err})") from None
+    job = start_job(args, outdir, build_job, usage_error)
     namer = OutputNamer([], args.overwrite)
     first = True
     if not args.quiet:
