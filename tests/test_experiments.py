@@ -98,7 +98,7 @@ SCRIPTS = [
     Script("serve_load/bench.py", "--requests 4 --clients 2 --warm 2 --size 160x120 --timeout 1 --threads 1 "
            "--out {out}/results.json", slow=True),
     Script("startup/bench.py", "--runs 1", slow=True),
-    Script("video/bench.py", "--frames 3 --size 160x96 --speed-size 160x96 --speed-frames 2 "
+    Script("video/bench.py", "--frames 4 --size 160x96 --speed-size 160x96 --speed-frames 2 --speed-runs 1 "
            "--out {out}/results.json --strip {out}/strip.png", needs=("ccp_person",)),
 ]
 BY_PATH = {script.path: script for script in SCRIPTS}

@@ -118,3 +118,32 @@ def test_render_focus_and_all_people_on_the_command_line(pair, tmp_path, capsys)
         main(["render", str(src), "--focus", "2.5,1"])
     assert stop.value.code == 2
     assert "--focus" in capsys.readouterr().err
+
+
+def test_a_clip_keeps_the_person_at_the_focus_in_every_frame(pipe, pair, tmp_path):
+    """``render_clip(focus=...)``: the clicked person stays sharp and the other is blurred, in every
+    frame of a clip (the same choice of people as for a photo, made frame by frame)."""
+    import av
+
+    from portraitseg.video.run import render_clip
+
+    photo, masks = pair
+    src = tmp_path / "pair.mp4"
+    with av.open(str(src), "w") as out:
+        stream = out.add_stream("libx264", rate=10, options={"crf": "10"})
+        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+        for i in range(4):
+            frame = av.VideoFrame.from_ndarray(photo, format="rgb24")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    one_pass = pipe.with_options(face_pass=False)  # as clips are segmented by default
+    result = render_clip(one_pass, src, tmp_path / "out.mp4", focus=centre(masks[1]))
+    with av.open(str(result.path)) as clip:
+        frames = [f.to_ndarray(format="rgb24").astype(np.float32) for f in clip.decode(video=0)]
+    assert len(frames) == 4
+    for frame in frames:
+        change = [float(np.abs(frame - photo)[m].mean()) for m in masks]
+        assert change[0] > 3 * change[1], change  # the left person blurred, the right one kept

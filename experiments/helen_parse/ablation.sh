@@ -26,7 +26,11 @@ for arm in $ARMS; do
                 loss.class_weights=null callbacks.progress_bar=null "${EXTRA_ARGS[@]}" ;;
     long) $PY train.py experiment=person_helen_long task_name=hp_long init_from=$INIT \
             callbacks.progress_bar=null "${EXTRA_ARGS[@]}" ;;
-    *) echo "unknown arm: $arm (plain, ft_balanced, ft_plain, long)" >&2; exit 2 ;;
+    s384) $PY train.py experiment=person_helen_long task_name=hp_s384 init_from=$INIT data.image_size=384 \
+            trainer.max_epochs=4 callbacks.progress_bar=null "${EXTRA_ARGS[@]}" ;;
+    s320) $PY train.py experiment=person_helen_long task_name=hp_s320 init_from=$INIT \
+            trainer.max_epochs=6 callbacks.progress_bar=null "${EXTRA_ARGS[@]}" ;;
+    *) echo "unknown arm: $arm (plain, ft_balanced, ft_plain, long, s384, s320)" >&2; exit 2 ;;
   esac
 done
 echo "=== done $(date -u +%H:%M:%S)"

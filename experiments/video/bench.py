@@ -8,13 +8,19 @@ every frame is known by construction:
   (scikit-image's rocket photo).
 
 Each frame gets sensor-like noise (sigma 2/255, new every frame), as a camera's frames do. The
-bundled model's subject alpha of every frame is computed once (the pipeline's ``parse`` and
-``subject_alpha``), then run through each arm:
+bundled model's subject alpha of every frame is computed once, as a clip's frames are segmented
+(``frame_alpha``: one pass, the subject alpha, the main subjects chosen), then run through each
+arm:
 
 * ``independent``: every frame on its own (no smoothing);
-* ``smoothed``: :class:`~portraitseg.video.temporal.TemporalSmoother` (flow-following, default);
-* ``smoothed_no_flow``: the same with the plain per-pixel frame difference;
+* ``smoothed``: :class:`~portraitseg.video.temporal.TemporalSmoother` with its defaults, as
+  ``render_clip`` runs it (flow-following, each frame final once the next is seen: ``look_ahead``);
+* ``smoothed_causal``: the same without looking ahead (``ahead=0``);
+* ``smoothed_no_flow``: the default with the plain per-pixel frame difference;
 * ``every_k``: the matte on every k-th frame only, carried by the flow between (and smoothed).
+
+A third clip, ``crossing_fast`` (the crossing in half the frames, other noise), is scored the same
+way as a check: the defaults were chosen on the first two.
 
 Metrics per arm: flicker = mean |alpha_t - alpha_{t-1}| over the pixels whose true alpha does not
 change between the two frames; IoU (alpha > 0.5) and MAD against the true alpha (the moving
@@ -23,7 +29,7 @@ H.264 encode) on a crossing clip at ``--speed-size``, frames/s with the matte ev
 k-th frame. A strip of the crossing clip (original above portrait) is written with ``--strip``.
 
     .venv/bin/python experiments/video/bench.py --frames 24 --size 640x360 --speed-size 1280x720 \
-        --speed-frames 8 --every 3 --sweep --out experiments/video/results.json \
+        --speed-frames 24 --speed-runs 3 --every 3 --sweep --out experiments/video/results.json \
         --strip experiments/video/strip.png
 """
 
@@ -46,7 +52,7 @@ import torch
 from PIL import Image
 
 from portraitseg.pipeline import PortraitPipeline, stack_images, to_uint8
-from portraitseg.video.run import render_clip
+from portraitseg.video.run import frame_alpha, render_clip
 from portraitseg.video.temporal import TemporalSmoother
 
 REPO = Path(__file__).resolve().parents[2]
@@ -112,29 +118,38 @@ def crossing(n: int, size: tuple[int, int], seed: int = 0) -> list[tuple[np.ndar
 
 
 def segment(pipeline: PortraitPipeline, frames: list[tuple[np.ndarray, np.ndarray]]) -> tuple[list, list]:
-    """Each frame's image ``(1, 3, H, W)`` and raw subject alpha ``(1, 1, h, w)`` (parse + subject_alpha)."""
+    """Each frame's image ``(1, 3, H, W)`` and raw subject alpha ``(1, 1, h, w)``, as a clip's frames
+    are segmented (``frame_alpha`` without smoothing)."""
     images, alphas = [], []
     with torch.inference_mode():
         for rgb, _ in frames:
             image = stack_images(rgb, None)
-            parse, person, _, _ = pipeline.parse(image)
-            alpha, _ = pipeline.subject_alpha(image, parse, person)
+            alpha, _ = frame_alpha(pipeline, image, None, True)
             images.append(image)
             alphas.append(alpha.float())
     return images, alphas
 
 
+def clip_alphas(smoother: TemporalSmoother, images: list, alphas: list, every: int = 1) -> list[torch.Tensor]:
+    """The final alpha of each frame as ``render_clip`` makes it: smoothed (or carried by the flow
+    on frames not segmented), then final once the next frame is seen (``look_ahead``)."""
+    out, held = [], None
+    with torch.inference_mode():
+        for i, (a, im) in enumerate(zip(alphas, images, strict=True)):
+            newest = smoother(a, im) if i % every == 0 else smoother.propagate(im)
+            if held is not None:
+                out.append(smoother.look_ahead(held))
+            held = newest
+    return [*out, held]
+
+
 def arms(images: list, alphas: list, every: int) -> dict[str, list[torch.Tensor]]:
     """The alphas of every arm, from the same raw per-frame alphas."""
-    out: dict[str, list[torch.Tensor]] = {"independent": alphas}
-    with torch.inference_mode():
-        for name, smoother in (("smoothed", TemporalSmoother()),
-                               ("smoothed_no_flow", TemporalSmoother(motion=False))):
-            out[name] = [smoother(a, im) for a, im in zip(alphas, images, strict=True)]
-        smoother = TemporalSmoother()
-        out[f"every_{every}"] = [smoother(a, im) if i % every == 0 else smoother.propagate(im)
-                                 for i, (a, im) in enumerate(zip(alphas, images, strict=True))]
-    return out
+    return {"independent": alphas,
+            "smoothed": clip_alphas(TemporalSmoother(), images, alphas),
+            "smoothed_causal": clip_alphas(TemporalSmoother(ahead=0.0), images, alphas),
+            "smoothed_no_flow": clip_alphas(TemporalSmoother(motion=False), images, alphas),
+            f"every_{every}": clip_alphas(TemporalSmoother(), images, alphas, every)}
 
 
 def scores(alphas: list[torch.Tensor], frames: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
@@ -166,14 +181,13 @@ def scores(alphas: list[torch.Tensor], frames: list[tuple[np.ndarray, np.ndarray
 
 
 def sweep(images: list, alphas: list, frames: list) -> dict[str, dict[str, float]]:
-    """Scores of the flow-following smoother at each ``strength`` and ``threshold``."""
+    """Scores of the flow-following smoother at each ``strength``, ``threshold`` and ``ahead``."""
     out = {}
     for strength in (0.5, 0.7, 0.8, 0.85, 0.9):
         for threshold in (0.03, 0.05, 0.08):
-            smoother = TemporalSmoother(strength, threshold)
-            with torch.inference_mode():
-                seq = [smoother(a, im) for a, im in zip(alphas, images, strict=True)]
-            out[f"{strength}/{threshold}"] = scores(seq, frames)
+            for ahead in (0.0, 0.25, 0.33, 0.5):
+                seq = clip_alphas(TemporalSmoother(strength, threshold, ahead=ahead), images, alphas)
+                out[f"{strength}/{threshold}/{ahead}"] = scores(seq, frames)
     return out
 
 
@@ -193,23 +207,36 @@ def write_clip(path: Path, frames: list[tuple[np.ndarray, np.ndarray]], rate: in
     return path
 
 
-def speed(pipeline: PortraitPipeline, size: tuple[int, int], n: int, every: int) -> dict[str, float]:
+def speed(pipeline: PortraitPipeline, size: tuple[int, int], n: int, every: int,
+          runs: int) -> dict[str, float]:
     """Frames/s of ``render_clip`` (decode .. encode) on a crossing clip, every frame and every k-th,
-    as ``portraitseg render`` runs clips (one pass: no face pass) and with ``--video-faces``."""
-    out = {}
+    as ``portraitseg render`` runs clips (one pass: no face pass; frames rendered side by side on
+    the CPU) and with ``--video-faces``; the baseline ``one_at_a_time_``: one frame rendered at a
+    time on all cores (``threads`` = the usable cores). Median of ``runs`` runs, settings
+    interleaved."""
+    from portraitseg.runtime import usable_cores
+
     one_pass = pipeline.with_options(face_pass=False)
+    arms = (("", one_pass, None), ("one_at_a_time_", one_pass, usable_cores()), ("faces_", pipeline, None))
+    settings = {f"{name}every_{k}": (pipe, k, threads) for name, pipe, threads in arms for k in (1, every)}
+    seconds: dict[str, list[float]] = {key: [] for key in settings}
     with tempfile.TemporaryDirectory() as tmp:
         src = write_clip(Path(tmp) / "in.mp4", crossing(n, size, seed=1))
-        for name, pipe in (("", one_pass), ("faces_", pipeline)):
-            for k in (1, every):
-                result = render_clip(pipe, src, Path(tmp) / f"out_{k}.mp4", every=k)
-                out[f"{name}fps_every_{k}"] = result.frames / result.seconds
-                out[f"{name}seconds_every_{k}"] = result.seconds
+        for _ in range(runs):
+            for key, (pipe, k, threads) in settings.items():
+                result = render_clip(pipe, src, Path(tmp) / f"out_{key}.mp4", every=k, threads=threads)
+                seconds[key].append(result.seconds)
+    out = {}
+    for key, values in seconds.items():
+        name, _, k = key.rpartition("every_")
+        out[f"{name}seconds_every_{k}"] = statistics.median(values)
+        out[f"{name}fps_every_{k}"] = n / statistics.median(values)
+    out["side_by_side_speedup_every_1"] = out["one_at_a_time_seconds_every_1"] / out["seconds_every_1"]
     return out
 
 
 def steps(pipeline: PortraitPipeline, size: tuple[int, int], runs: int = 2) -> dict[str, float]:
-    """Median seconds of each step on one frame at ``size``: segment (parse + subject_alpha),
+    """Median seconds of each step on one frame at ``size``: segment (``frame_alpha`` unsmoothed),
     smooth (flow + blend), propagate (flow + warp), render (the default preset, and the paper's
     ``gaussian`` preset for comparison)."""
     frames = crossing(runs + 1, size, seed=2)
@@ -219,8 +246,7 @@ def steps(pipeline: PortraitPipeline, size: tuple[int, int], runs: int = 2) -> d
         for rgb, _ in frames:
             image = stack_images(rgb, None)
             t0 = time.perf_counter()
-            parse, person, _, _ = pipeline.parse(image)
-            alpha, _ = pipeline.subject_alpha(image, parse, person)
+            alpha, _ = frame_alpha(pipeline, image, None, True)
             t1 = time.perf_counter()
             alpha = smoother(alpha.float(), image)
             t2 = time.perf_counter()
@@ -240,8 +266,7 @@ def steps(pipeline: PortraitPipeline, size: tuple[int, int], runs: int = 2) -> d
             times.setdefault("render_gaussian", []).append(time.perf_counter() - t0)
             image = stack_images(rgb, None)
             t0 = time.perf_counter()
-            parse, person, _, _ = one_pass.parse(image)
-            one_pass.subject_alpha(image, parse, person)
+            frame_alpha(one_pass, image, None, True)
             times.setdefault("segment_one_pass", []).append(time.perf_counter() - t0)
     return {f"{k}_s": statistics.median(v[1:]) for k, v in times.items()}  # the first frame: warm-up
 
@@ -267,6 +292,7 @@ def main() -> None:
     parser.add_argument("--size", default="640x360", help="WxH of the quality clips")
     parser.add_argument("--speed-size", default="1280x720")
     parser.add_argument("--speed-frames", type=int, default=8)
+    parser.add_argument("--speed-runs", type=int, default=3, help="runs of each speed setting (median)")
     parser.add_argument("--every", type=int, default=3)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--strip", type=Path)
@@ -276,23 +302,26 @@ def main() -> None:
     size = tuple(int(v) for v in args.size.split("x"))
     speed_size = tuple(int(v) for v in args.speed_size.split("x"))
     pipeline = PortraitPipeline.from_pretrained("default", device="cpu")
+    one_pass = pipeline.with_options(face_pass=False)  # clips are segmented in one pass by default
     results: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
                      "threads": torch.get_num_threads(), "size": args.size, "frames": args.frames,
                      "load_average_1min_start": os.getloadavg()[0]}
-    for name, make in () if args.speed_only else (("pan_zoom", pan_zoom), ("crossing", crossing)):
-        frames = make(args.frames, size)
+    clips = (("pan_zoom", pan_zoom, args.frames, 0), ("crossing", crossing, args.frames, 0),
+             ("crossing_fast", crossing, max(3, args.frames // 2), 5))
+    for name, make, count, seed in () if args.speed_only else clips:
+        frames = make(count, size, seed=seed)
         start = time.perf_counter()
-        images, alphas = segment(pipeline, frames)
+        images, alphas = segment(one_pass, frames)
         results[f"{name}_segment_s_per_frame"] = (time.perf_counter() - start) / len(frames)
         every_arm = arms(images, alphas, args.every)
         results[name] = {arm: scores(seq, frames) for arm, seq in every_arm.items()}
-        if args.sweep:
+        if args.sweep and name != "crossing_fast":
             results[f"{name}_sweep"] = sweep(images, alphas, frames)
         print(name, json.dumps(results[name], indent=1), flush=True)
         if name == "crossing" and args.strip:
             strip(pipeline, frames, images, every_arm["smoothed"], args.strip)
     results["speed"] = {"size": args.speed_size, "frames": args.speed_frames,
-                        **speed(pipeline, speed_size, args.speed_frames, args.every),
+                        **speed(pipeline, speed_size, args.speed_frames, args.every, args.speed_runs),
                         **steps(pipeline, speed_size)}
     results["load_average_1min_end"] = os.getloadavg()[0]
     print(json.dumps(results["speed"], indent=1))

@@ -392,6 +392,21 @@ class PortraitPipeline(nn.Module):
             return person_alpha(image, parse, self.keep, **self.person_options)
         return parse_alpha(parse, person, self.kept, self.dropped, "person"), []
 
+    def choose_people(
+        self, alpha: torch.Tensor, person: torch.Tensor | None, faces: torch.Tensor, photo: tuple[int, int],
+        focus: Focus | Sequence[Focus | None] | None = None,
+    ) -> tuple[torch.Tensor, list[str]]:
+        """The subject alpha with the people not chosen taken out: the one at ``focus``, else the
+        ``people`` rule (:func:`~portraitseg.subject.people.select_people`); and notes.
+
+        Raises:
+            PipelineError: a malformed ``focus``.
+        """
+        try:
+            return select_people(alpha, person, faces, photo, focus, self.people)
+        except PeopleError as err:
+            raise PipelineError(str(err)) from None
+
     def render(
         self, image: torch.Tensor, alpha: torch.Tensor, in_place: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -438,11 +453,7 @@ class PortraitPipeline(nn.Module):
                     f"with images.to({str(self.device)!r}) (or the pipeline with .to())")
             parse, person, faces, used = self.parse(image)
             alpha, notes = self.subject_alpha(image, parse, person)
-            try:
-                alpha, chosen = select_people(alpha, person, faces, tuple(image.shape[-2:]), focus,
-                                              self.people)
-            except PeopleError as err:
-                raise PipelineError(str(err)) from None
+            alpha, chosen = self.choose_people(alpha, person, faces, tuple(image.shape[-2:]), focus)
             notes = [*notes, *chosen]
             # a photo converted here (uint8, a list) is ours: the portrait may overwrite it
             owned = not isinstance(images, torch.Tensor) or image.data_ptr() != images.data_ptr()

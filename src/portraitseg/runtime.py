@@ -19,8 +19,10 @@ This module imports PyTorch only inside :func:`configure_threads`.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 #: the cgroup v2 file holding ``"<quota> <period>"`` (or ``"max <period>"``) of this process
@@ -80,4 +82,24 @@ def configure_threads(threads: int | None = None) -> int:
     return wanted
 
 
-__all__ = ["configure_threads", "prefer_passive_wait", "usable_cores"]
+def side_by_side(threads: int | None = None) -> int:
+    """Renders to run at once on the CPU: :func:`usable_cores` divided by the intra-op ``threads``
+    each (default one). A render's many small operations parallelise poorly within it, so renders
+    side by side on one thread each get more done a second than one at a time on all threads."""
+    return max(1, usable_cores() // (threads or 1))
+
+
+@contextlib.contextmanager
+def intra_op_threads(threads: int) -> Iterator[None]:
+    """PyTorch's intra-op thread count set to ``threads`` inside the block, restored after it."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+__all__ = ["configure_threads", "intra_op_threads", "prefer_passive_wait", "side_by_side", "usable_cores"]

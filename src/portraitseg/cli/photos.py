@@ -239,12 +239,11 @@ class PhotoLoop:
         poorly within it, so photos side by side on one thread each render more photos a second
         than one photo at a time on all threads (``experiments/bench_render_path``: the folder row)."""
 
-        from portraitseg.runtime import usable_cores
+        from portraitseg.runtime import side_by_side
 
         if len(self.items) < 2 or job.pipeline.device.type != "cpu":
             return 1
-        threads = getattr(self.args, "threads", None) or 1
-        return max(1, min(len(self.items), usable_cores() // threads))
+        return min(len(self.items), side_by_side(getattr(self.args, "threads", None)))
 
     def render_all(self, job: Job, namer: OutputNamer, progress: Any, task: Any) -> None:
         """Render every photo (the first already queued by :meth:`read_ahead`), ``workers`` at
@@ -253,16 +252,12 @@ class PhotoLoop:
         if workers == 1:
             self._render_each(job, namer, progress, task, 1)
             return
-        import torch
+        from portraitseg.runtime import intra_op_threads
 
-        threads = torch.get_num_threads()
-        torch.set_num_threads(getattr(self.args, "threads", None) or 1)
         self.renderer = ThreadPoolExecutor(workers, thread_name_prefix="portraitseg-render")
         self.ahead = READ_AHEAD + workers - 1
-        try:
+        with intra_op_threads(getattr(self.args, "threads", None) or 1):
             self._render_each(job, namer, progress, task, workers)
-        finally:
-            torch.set_num_threads(threads)  # what follows (clips) runs one at a time again
 
     def _render_each(self, job: Job, namer: OutputNamer, progress: Any, task: Any, workers: int) -> None:
         """The loop of :meth:`render_all`. Interrupted (Ctrl-C, SIGTERM), it still writes the photos

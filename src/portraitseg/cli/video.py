@@ -17,7 +17,7 @@ from pathlib import Path
 from portraitseg.argtypes import float_in, int_in
 from portraitseg.cli.outputs import OutputNamer
 from portraitseg.cli.photos import Job, error_text, say
-from portraitseg.video import is_clip
+from portraitseg.video import STRENGTH, is_clip
 
 
 def add_video_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,9 +31,9 @@ def add_video_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--video-faces", action="store_true",
                        help="run the face pass (MTCNN + a parse of each face) on clips too; by default a "
                             "clip's frames are segmented in one pass (3-4x faster at 720p)")
-    group.add_argument("--smooth", type=float_in(0.0, 0.95), default=0.7, metavar="X",
+    group.add_argument("--smooth", type=float_in(0.0, 0.95), default=STRENGTH, metavar="X",
                        help="share of the previous frame's alpha kept where the picture did not change "
-                            "(0..0.95; 0: each frame on its own; default: 0.7)")
+                            f"(0..0.95; 0: each frame on its own; default: {STRENGTH})")
 
 
 def split_clips(items: list[tuple[Path, Path]]) -> tuple[list[tuple[Path, Path]], list[tuple[Path, Path]]]:
@@ -95,7 +95,8 @@ def render_clips(job: Job, clips: list[tuple[Path, Path]], outdir: Path, namer: 
             out = namer.reserve(src, folder, False)[0]
             pipeline = job.pipeline if args.video_faces else job.pipeline.with_options(face_pass=False)
             result = render_clip(pipeline, src, out, crf=args.crf, every=args.matte_every,
-                                 smoother=TemporalSmoother(strength=args.smooth), progress=progress)
+                                 smoother=TemporalSmoother(strength=args.smooth), progress=progress,
+                                 threads=getattr(args, "threads", None), focus=job.focus)
         except Exception as err:  # noqa: BLE001 - one bad clip must not stop the others
             progress.close()
             namer.release(out)

@@ -14,6 +14,9 @@ from __future__ import annotations
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi")
 #: the output of a clip is always an MP4 (H.264 + the copied audio)
 VIDEO_OUTPUT_SUFFIX = ".mp4"
+#: the temporal smoothing's default share of the previous alpha kept where nothing changed
+#: (:class:`portraitseg.video.temporal.TemporalSmoother`, ``--smooth``)
+STRENGTH = 0.8
 
 
 def is_clip(path: object) -> bool:
@@ -21,4 +24,4 @@ def is_clip(path: object) -> bool:
     return str(path).lower().endswith(VIDEO_SUFFIXES)
 
 
-__all__ = ["VIDEO_OUTPUT_SUFFIX", "VIDEO_SUFFIXES", "is_clip"]
+__all__ = ["STRENGTH", "VIDEO_OUTPUT_SUFFIX", "VIDEO_SUFFIXES", "is_clip"]

@@ -7,14 +7,22 @@ which shows as shimmering edges. :func:`temporal_blend` is a running average tha
 1. the previous (smoothed) alpha and the previous frame are warped onto this frame by the optical
    flow (``flow``, from :func:`estimate_flow`), so a pan, a zoom or a walking person carries its
    alpha along;
-2. where the warped previous frame matches this one (residual below ``threshold``), the alpha is
-   ``strength * previous + (1 - strength) * new``; where it does not (the flow is wrong, something
-   appeared or was uncovered), the new alpha is taken as it is, so nothing lags behind.
+2. where the warped previous frame matches this one (residual below ``threshold``, above the
+   frame's noise level: its median residual), the alpha is ``strength * previous + (1 - strength) *
+   new``; where it does not (the flow is wrong, something appeared or was uncovered), the new alpha
+   is taken as it is.
+
+A running average still trails a moving edge where the picture changes little (dark clothes over a
+dark background). A clip is rendered with one frame of delay, so the next frame's alpha is known
+too: :meth:`TemporalSmoother.look_ahead` blends it in, carried back by the flow (share ``ahead``
+where the frames match), which centres the average on the frame and takes the lag away.
 
 :class:`TemporalSmoother` keeps the previous frame and alpha; :meth:`TemporalSmoother.propagate`
 carries the alpha to a frame that was not segmented (the matte every k-th frame). Shapes:
 alpha ``(B, 1, h, w)`` on any grid (the pipeline's subject-alpha grid), frames ``(B, 3, H, W)``
-in [0, 1], resized here to the alpha's grid.
+in [0, 1]. The flow and the residual that gates the average are smooth maps: the smoother works
+them out on the frame at a long side of at most :data:`FLOW_SIZE` (:func:`gate_grid`) and resizes
+them to the alpha's grid, where only the alpha itself is warped and blended.
 """
 
 from __future__ import annotations
@@ -24,17 +32,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-#: defaults of the running average: the share of the previous alpha kept where nothing changed,
-#: and the residual (level in [0, 1] of the most-changed colour channel, box-averaged) from which
-#: the new alpha replaces it
-STRENGTH = 0.7
+from portraitseg.video import STRENGTH
+
+#: the running average's default residual (level in [0, 1] of the most-changed colour channel,
+#: box-averaged, above the noise) from which the new alpha replaces the previous one (the share kept
+#: where nothing changed: :data:`~portraitseg.video.STRENGTH`)
 THRESHOLD = 0.05
-#: the box (pixels of the alpha grid) over which the residual is averaged
+#: the share of the next frame's alpha blended in where it matches (:meth:`TemporalSmoother.look_ahead`)
+AHEAD = 0.25
+#: the box (pixels of the frame's grid) over which the residual is averaged
 RESIDUAL_BOX = 5
+#: the noise level (the residual's median) is taken over every this-many-th pixel
+NOISE_STRIDE = 7
 #: how much smaller the residual after the flow must be for the moved alpha to be
 #: used: on flat areas a wrong flow matches as well as none, and the alpha stays in place
 FLOW_MARGIN = 0.01
-#: optical flow is estimated at most at this long side, then scaled to the alpha's grid
+#: the flow and the residual are worked out at most at this long side, then resized to the alpha's grid
 FLOW_SIZE = 512
 
 _GRAY = (0.299, 0.587, 0.114)
@@ -46,11 +59,29 @@ def _check(alpha: torch.Tensor, name: str, channels: int) -> None:
         raise ValueError(f"{name}: expected a (B, {channels}, H, W) tensor, got {shape}")
 
 
+def gate_grid(size: tuple[int, int], limit: int = FLOW_SIZE) -> tuple[int, int]:
+    """The grid ``(h, w)`` of a ``size`` grid scaled to a long side of at most ``limit``."""
+    h, w = size
+    scale = min(1.0, limit / max(h, w))
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
 def to_grid(frame: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """``frame (B, 3, H, W)`` in [0, 1] -> ``(B, 3, h, w)`` float32 at ``size`` (area-averaged)."""
+    """``frame (B, 3, H, W)`` in [0, 1] -> a new ``(B, 3, h, w)`` float32 tensor at ``size``
+    (area-averaged; a copy at the same size, so that rendering ``frame`` in place leaves it)."""
     _check(frame, "frame", 3)
-    frame = frame.float()
-    return frame if tuple(frame.shape[-2:]) == tuple(size) else F.interpolate(frame, size=size, mode="area")
+    if tuple(frame.shape[-2:]) == tuple(size):
+        return frame.to(torch.float32, copy=True)
+    return F.interpolate(frame.float(), size=size, mode="area")
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int], flow: bool = False) -> torch.Tensor:
+    """A map ``(B, C, h, w)`` resized bilinearly to ``size``; a flow's vectors scaled with it."""
+    h, w = x.shape[-2:]
+    if (h, w) == tuple(size):
+        return x
+    out = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    return out * out.new_tensor((size[1] / w, size[0] / h)).view(1, 2, 1, 1) if flow else out
 
 
 def luma(frame: torch.Tensor) -> torch.Tensor:
@@ -84,27 +115,24 @@ def estimate_flow(gray: torch.Tensor, previous: torch.Tensor, size: int = FLOW_S
     if gray.shape != previous.shape:
         raise ValueError(f"gray {tuple(gray.shape)} and previous {tuple(previous.shape)} differ in shape")
     h, w = gray.shape[-2:]
-    scale = min(1.0, size / max(h, w))
-    small = (max(1, round(h * scale)), max(1, round(w * scale)))
+    small = gate_grid((h, w), size)
     pair = torch.cat((gray, previous), 1).float()
     if small != (h, w):
         pair = F.interpolate(pair, size=small, mode="area")
     planes = (pair.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
     flows = [dis.calc(np.ascontiguousarray(p[0]), np.ascontiguousarray(p[1]), None) for p in planes]
-    flow = torch.from_numpy(np.stack(flows)).permute(0, 3, 1, 2).to(gray.device)
-    if small != (h, w):
-        flow = F.interpolate(flow, size=(h, w), mode="bilinear", align_corners=False)
-        flow = flow * flow.new_tensor((w / small[1], h / small[0])).view(1, 2, 1, 1)
-    return flow
+    return _resize(torch.from_numpy(np.stack(flows)).permute(0, 3, 1, 2).to(gray.device), (h, w), flow=True)
 
 
 def _residual(frame: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
     """Box-averaged absolute difference of two frames ``(B, C, h, w)``, its largest channel
-    ``(B, 1, h, w)`` (a change of colour at equal brightness counts)."""
+    ``(B, 1, h, w)`` (a change of colour at equal brightness counts), less its median over the
+    frame (the noise of the sensor and the codec, present where nothing changed), floored at 0."""
     diff = F.avg_pool2d((frame - previous).abs(), RESIDUAL_BOX, stride=1, padding=RESIDUAL_BOX // 2,
-                        count_include_pad=False)
-    return diff.amax(1, keepdim=True)
+                        count_include_pad=False).amax(1, keepdim=True)
+    noise = diff.flatten(1)[:, ::NOISE_STRIDE].median(dim=1).values.view(-1, 1, 1, 1)
+    return (diff - noise).clamp_(min=0.0)
 
 
 def temporal_blend(
@@ -120,9 +148,12 @@ def temporal_blend(
 
     Args:
         alpha: this frame's alpha ``(B, 1, h, w)`` in [0, 1].
-        frame: this frame ``(B, C, h, w)`` in [0, 1] at the alpha's grid (:func:`to_grid`).
-        previous_alpha, previous_frame: the previous frame's smoothed alpha and its frame.
-        flow: ``(B, 2, h, w)`` from :func:`estimate_flow`, or None (no motion compensation).
+        frame: this frame ``(B, C, h', w')`` in [0, 1], on the alpha's grid or a coarser one
+            (:func:`to_grid` at :func:`gate_grid`), where the residual is worked out.
+        previous_alpha: the previous frame's smoothed alpha ``(B, 1, h, w)``.
+        previous_frame: the previous frame ``(B, C, h', w')``, on the grid of ``frame``.
+        flow: ``(B, 2, h', w')`` on the frame's grid from :func:`estimate_flow`, or None (no
+            motion compensation).
         strength: share of the previous alpha kept where the frames match, in [0, 1).
         threshold: box-averaged residual at which the new alpha is taken alone, > 0.
 
@@ -131,26 +162,33 @@ def temporal_blend(
     """
     for name, t in (("alpha", alpha), ("previous_alpha", previous_alpha)):
         _check(t, name, 1)
-    for name, t in (("previous_alpha", previous_alpha), ("frame", frame), ("previous_frame", previous_frame)):
-        if t.ndim != 4 or t.shape[-2:] != alpha.shape[-2:] or t.shape[0] != alpha.shape[0]:
-            raise ValueError(f"{name}: shape {tuple(t.shape)} does not match alpha's {tuple(alpha.shape)} "
-                             "(same batch and grid)")
-    if frame.shape != previous_frame.shape:
+    if previous_alpha.shape != alpha.shape:
+        raise ValueError(f"previous_alpha: shape {tuple(previous_alpha.shape)} differs from alpha's "
+                         f"{tuple(alpha.shape)}")
+    if frame.ndim != 4 or frame.shape[0] != alpha.shape[0]:
+        raise ValueError(f"frame: expected a (B, C, H, W) tensor with alpha's batch {alpha.shape[0]}, "
+                         f"got {tuple(frame.shape)}")
+    if previous_frame.shape != frame.shape:
         raise ValueError(f"previous_frame: shape {tuple(previous_frame.shape)} differs from frame's "
                          f"{tuple(frame.shape)}")
+    if flow is not None and flow.shape != (frame.shape[0], 2, *frame.shape[-2:]):
+        raise ValueError(f"flow: expected shape {(frame.shape[0], 2, *frame.shape[-2:])} (the frame's "
+                         f"grid), got {tuple(flow.shape)}")
     if not 0.0 <= strength < 1.0:
         raise ValueError(f"strength={strength!r} must be in [0, 1)")
     if not threshold > 0.0:
         raise ValueError(f"threshold={threshold!r} must be > 0")
+    grid = tuple(alpha.shape[-2:])
+    previous_alpha = previous_alpha.to(alpha.dtype)
     residual = _residual(frame, previous_frame)
     if flow is not None:  # the previous alpha carried by the flow where that fits this frame better
-        moved = warp(torch.cat((previous_alpha.to(frame.dtype), previous_frame), 1), flow)
-        moved_residual = _residual(frame, moved[:, 1:])
+        moved_residual = _residual(frame, warp(previous_frame, flow))
         better = moved_residual < residual - FLOW_MARGIN
-        previous_alpha = torch.where(better, moved[:, :1].to(previous_alpha.dtype), previous_alpha)
         residual = torch.where(better, moved_residual, residual)
+        moved = warp(previous_alpha, _resize(flow, grid, flow=True).to(alpha.dtype))
+        previous_alpha = torch.lerp(previous_alpha, moved, _resize(better.to(alpha.dtype), grid))
     keep = strength * (1.0 - residual / threshold).clamp(0.0, 1.0)
-    return torch.lerp(alpha, previous_alpha.to(alpha.dtype), keep.to(alpha.dtype))
+    return torch.lerp(alpha, previous_alpha, _resize(keep, grid).to(alpha.dtype))
 
 
 class TemporalSmoother(nn.Module):
@@ -160,33 +198,56 @@ class TemporalSmoother(nn.Module):
         strength, threshold: see :func:`temporal_blend`; ``strength=0`` passes alphas through.
         motion: follow motion with optical flow (:func:`estimate_flow`); False: plain frame
             difference at each pixel.
+        ahead: share of the next frame's alpha that :meth:`look_ahead` blends in, in [0, 1)
+            (0: none).
     """
 
-    def __init__(self, strength: float = STRENGTH, threshold: float = THRESHOLD, motion: bool = True) -> None:
+    def __init__(self, strength: float = STRENGTH, threshold: float = THRESHOLD, motion: bool = True,
+                 ahead: float = AHEAD) -> None:
         super().__init__()
-        if not 0.0 <= strength < 1.0:
-            raise ValueError(f"strength={strength!r} must be in [0, 1)")
+        for name, value in (("strength", strength), ("ahead", ahead)):
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"{name}={value!r} must be in [0, 1)")
         if not threshold > 0.0:
             raise ValueError(f"threshold={threshold!r} must be > 0")
         self.strength, self.threshold, self.motion = float(strength), float(threshold), bool(motion)
+        self.ahead = float(ahead) if strength > 0 else 0.0
         self.alpha: torch.Tensor | None = None
-        self.frame: torch.Tensor | None = None  # the previous frame at the alpha's grid
+        self.frame: torch.Tensor | None = None  # the newest frame at the gate grid
+        self.before: torch.Tensor | None = None  # the frame before it
+        self.raw: torch.Tensor | None = None  # the newest frame's alpha as segmented (None: carried)
 
     def reset(self) -> None:
-        """Forget the previous frame (a new clip, or a cut)."""
-        self.alpha = self.frame = None
+        """Forget the previous frames (a new clip, or a cut)."""
+        self.alpha = self.frame = self.before = self.raw = None
 
     def forward(self, alpha: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
         """``alpha (B, 1, h, w)`` of ``frame (B, 3, H, W)`` -> the smoothed alpha ``(B, 1, h, w)``."""
         _check(alpha, "alpha", 1)
-        small = to_grid(frame, tuple(alpha.shape[-2:]))
+        small = to_grid(frame, gate_grid(tuple(alpha.shape[-2:])))
         previous = self.frame
-        if previous is not None and previous.shape == small.shape and self.strength > 0:
-            assert self.alpha is not None
+        if (previous is not None and previous.shape == small.shape and self.alpha is not None
+                and self.alpha.shape == alpha.shape and self.strength > 0):
             flow = estimate_flow(luma(small), luma(previous)) if self.motion else None
-            alpha = temporal_blend(alpha, small, self.alpha, previous, flow, self.strength, self.threshold)
-        self.alpha, self.frame = alpha, small
-        return alpha
+            smoothed = temporal_blend(alpha, small, self.alpha, previous, flow, self.strength, self.threshold)
+        else:
+            smoothed = alpha
+        self.raw, self.before = alpha, previous
+        self.alpha, self.frame = smoothed, small
+        return smoothed
+
+    def look_ahead(self, alpha: torch.Tensor) -> torch.Tensor:
+        """The frame before the newest one, final: its smoothed ``alpha (B, 1, h, w)`` (what this
+        smoother returned for it) with the newest frame's alpha as segmented blended in, carried
+        back by the flow, with share ``ahead`` where the two frames match (:func:`temporal_blend`
+        run backwards in time). Unchanged after a cut, a carried frame or with ``ahead=0``."""
+        _check(alpha, "alpha", 1)
+        before, raw = self.before, self.raw
+        if (self.ahead == 0 or before is None or raw is None or self.frame is None
+                or raw.shape != alpha.shape or before.shape != self.frame.shape):
+            return alpha
+        flow = estimate_flow(luma(before), luma(self.frame)) if self.motion else None
+        return temporal_blend(alpha, before, raw, self.frame, flow, self.ahead, self.threshold)
 
     def propagate(self, frame: torch.Tensor) -> torch.Tensor:
         """The previous alpha carried onto ``frame (B, 3, H, W)`` by the flow (a frame that was not
@@ -197,11 +258,13 @@ class TemporalSmoother(nn.Module):
         """
         if self.alpha is None or self.frame is None:
             raise RuntimeError("propagate() needs a segmented frame first: call the smoother with an alpha")
-        small = to_grid(frame, tuple(self.alpha.shape[-2:]))
-        self.alpha = warp(self.alpha, estimate_flow(luma(small), luma(self.frame)).to(self.alpha.dtype))
-        self.frame = small
+        grid = tuple(self.alpha.shape[-2:])
+        small = to_grid(frame, gate_grid(grid))
+        flow = _resize(estimate_flow(luma(small), luma(self.frame)), grid, flow=True)
+        self.alpha = warp(self.alpha, flow.to(self.alpha.dtype))
+        self.before, self.frame, self.raw = self.frame, small, None
         return self.alpha
 
 
-__all__ = ["FLOW_MARGIN", "FLOW_SIZE", "STRENGTH", "THRESHOLD", "TemporalSmoother", "estimate_flow",
-           "luma", "temporal_blend", "to_grid", "warp"]
+__all__ = ["AHEAD", "FLOW_MARGIN", "FLOW_SIZE", "STRENGTH", "THRESHOLD", "TemporalSmoother",
+           "estimate_flow", "gate_grid", "luma", "temporal_blend", "to_grid", "warp"]
