@@ -78,6 +78,7 @@ def portrait_photo(h: int, w: int, head: int, top: int = 0, left: int = 0, seed:
 def pipeline(**options) -> PortraitPipeline:
     options.setdefault("model_size", 64)
     options.setdefault("faces", "parse")  # the oracle's colour-block heads are no faces to a face detector
+    options.setdefault("face_size", 256)  # faces parsed at 4x the tiny pass 1
     return PortraitPipeline(Oracle(), render_preset("disc"), **options).eval()
 
 

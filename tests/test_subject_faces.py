@@ -127,7 +127,8 @@ class Recorder(torch.nn.Module):
 def test_pipeline_parses_the_found_faces_at_face_size():
     image, truth = two_faces()
     net = Recorder()
-    pipe = PortraitPipeline(net, render_preset("disc"), model_size=64, subject="face").eval()
+    assert PortraitPipeline(net, render_preset("disc"), model_size=64).face_size == 64  # the default
+    pipe = PortraitPipeline(net, render_preset("disc"), model_size=64, face_size=256, subject="face").eval()
     assert pipe.faces == "mtcnn" and isinstance(pipe.face_finder, FaceFinder)
     out = pipe(image)
     assert net.calls == [(1, 3, 64, 64), (2, 3, 256, 256)]  # pass 1, then both face crops at once

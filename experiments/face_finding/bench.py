@@ -23,7 +23,8 @@ on the people-free photos),
 ``framed`` (a crop the pipeline parsed contains the face box and is at most 4x its long side),
 and the Helen overall F1 (:func:`portraitseg.lit.metrics.scores_from_confusion`) of the pasted
 faces through ``PortraitPipeline.parse`` (``faces=parse`` before, ``faces=mtcnn`` after) by face
-size, beside the same faces parsed on their own (the model on the 256 px HELEN* photo).
+size, beside the same faces parsed on their own (the model on the 256 px HELEN* photo, letterboxed to
+the pipeline's face-crop size as pass 2 frames a face).
 
     python experiments/face_finding/bench.py                 # the recorded run (a few minutes)
     python experiments/face_finding/bench.py --quick         # 2 photos, for the tests
@@ -207,7 +208,7 @@ def report(result: dict) -> str:
     lines += ["", "| overall F1 | " + " | ".join(result["bins"]) + " | >= 64 px | all |",
               "|---" * (len(result["bins"]) + 3) + "|"]
     names = {"parse": "pipeline, faces=parse (before)", "mtcnn": "pipeline, faces=mtcnn (after)",
-             "own": "the face on its own (256 px)"}
+             "own": "the face on its own (at the face-crop size)"}
     for key, name in names.items():
         cells = ["-" if v is None else f"{100 * v:.1f}" for v in result["parse_f1"][key]]
         f1 = result["parse_f1"]
@@ -228,6 +229,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 photos of 2 faces, 1 people-free photo")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--face-size", type=int, help="pass 2's face-crop side (default: the model's input size)")
     parser.add_argument("--data", default=str(SHARED))
     parser.add_argument("--out", default=str(HERE / "results.json"))
     parser.add_argument("--report", metavar="JSON", help="print the tables of a saved run and stop")
@@ -270,7 +272,8 @@ def main() -> None:
     order = rng.permutation(len(faces))
     faces = [faces[i] for i in order]
 
-    pipes = {arm: PortraitPipeline.from_pretrained("default", device="cpu", faces=arm)
+    sizes = {} if args.face_size is None else {"face_size": args.face_size}
+    pipes = {arm: PortraitPipeline.from_pretrained("default", device="cpu", faces=arm, **sizes)
              for arm in ("parse", "mtcnn")}
     seg = pipes["parse"].segmenter
     detector = MTCNN(min_face=MIN_FACE, thresholds=(*THRESHOLDS[:2], 0.7))  # + the published last threshold
@@ -378,6 +381,7 @@ def main() -> None:
                 item = faces[p["sample"]]
                 own, _ = segment_letterboxed(seg, torch.from_numpy(item["rgb"]).permute(2, 0, 1)[None] / 255,
                                              pipes["parse"].face_size)
+                own = F.interpolate(own, size=item["label"].shape, mode="bilinear", align_corners=False)
                 add_confusion("own", bin_of(p["width"]), own, item["label"])
             print(f"photo {index + 1}/{args.photos} ({where}): {len(pasted)} faces, "
                   f"{time.perf_counter() - started:.0f} s", flush=True)

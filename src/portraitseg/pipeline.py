@@ -55,7 +55,6 @@ from portraitseg.presets import render_preset
 from portraitseg.sizing import long_side
 from portraitseg.subject.alpha import class_masks, parse_alpha
 from portraitseg.subject.crops import (
-    FACE_SIZE,
     crop_faces,
     frame_faces,
     grid_window,
@@ -149,7 +148,9 @@ class PortraitPipeline(nn.Module):
         tta: flip-average both passes.
         model_size: pass-1 long side (default :data:`DEFAULT_MODEL_SIZE`).
         face_pass: run pass 2 (Helen parsers only).
-        face_size, max_faces, parse_size: see :data:`FACE_SIZE`, :data:`MAX_FACES`, :data:`PARSE_SIZE`.
+        face_size: side of pass 2's face crops (default: ``model_size``, the scale the model saw
+            the HELEN* faces at in training: their 256 px photos letterboxed to its input size).
+        max_faces, parse_size: see :data:`MAX_FACES`, :data:`PARSE_SIZE`.
         person_model: a separate 2-class person segmenter (its mask replaces the matte);
             ``person_model_size``: its input size.
         class_names: the segmenter's classes (default: Helen's when ``K == 11``).
@@ -176,7 +177,7 @@ class PortraitPipeline(nn.Module):
         tta: bool = False,
         model_size: int = DEFAULT_MODEL_SIZE,
         face_pass: bool = True,
-        face_size: int = FACE_SIZE,
+        face_size: int | None = None,
         max_faces: int = MAX_FACES,
         parse_size: int = PARSE_SIZE,
         person_model: nn.Module | None = None,
@@ -194,6 +195,7 @@ class PortraitPipeline(nn.Module):
         if people not in PEOPLE_MODES:
             raise PipelineError(f"people={people!r}: choose one of {', '.join(PEOPLE_MODES)}")
         self.people = people
+        face_size = model_size if face_size is None else face_size
         if max_pixels is not None and (isinstance(max_pixels, bool) or not isinstance(max_pixels, int)
                                        or max_pixels < 1):
             raise PipelineError(f"max_pixels={max_pixels!r} must be an integer >= 1 (or None: no limit)")
