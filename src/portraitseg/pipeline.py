@@ -7,7 +7,7 @@ module stores the options and calls them)::
         person matte + coarse parse
     --faces: a face detector on the photo (MTCNN, :mod:`portraitseg.subject.faces`; or the
         connected components of the coarse parse's head classes), each face box squared in the
-        HELEN* photos' framing--> pass 2: the model on each face crop (face size, 256 px)
+        HELEN* photos' framing--> pass 2: the model on each face crop (face size: the model's input size)
     --the fine parse pasted back softly (feathered crop borders) on the parse grid-->
     --subject alpha: max(person matte, P(kept)) * (1 - P(face classes not kept))-->
     --PortraitRenderer options: upsampled to the photo, guided-filter refined at full resolution,
