@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from portraitseg.render.guided import box_mean
 from portraitseg.video import STRENGTH
 
 #: the running average's default residual (level in [0, 1] of the most-changed colour channel,
@@ -76,12 +77,15 @@ def to_grid(frame: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int], flow: bool = False) -> torch.Tensor:
-    """A map ``(B, C, h, w)`` resized bilinearly to ``size``; a flow's vectors scaled with it."""
+    """Maps ``(B, C, h, w)`` resized bilinearly to ``size``; with ``flow``, the first two channels
+    are a flow whose vectors are scaled with it."""
     h, w = x.shape[-2:]
     if (h, w) == tuple(size):
         return x
     out = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-    return out * out.new_tensor((size[1] / w, size[0] / h)).view(1, 2, 1, 1) if flow else out
+    if flow:
+        out[:, :2] *= out.new_tensor((size[1] / w, size[0] / h)).view(1, 2, 1, 1)
+    return out
 
 
 def luma(frame: torch.Tensor) -> torch.Tensor:
@@ -129,8 +133,7 @@ def _residual(frame: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
     """Box-averaged absolute difference of two frames ``(B, C, h, w)``, its largest channel
     ``(B, 1, h, w)`` (a change of colour at equal brightness counts), less its median over the
     frame (the noise of the sensor and the codec, present where nothing changed), floored at 0."""
-    diff = F.avg_pool2d((frame - previous).abs(), RESIDUAL_BOX, stride=1, padding=RESIDUAL_BOX // 2,
-                        count_include_pad=False).amax(1, keepdim=True)
+    diff = box_mean((frame - previous).abs(), RESIDUAL_BOX // 2).amax(1, keepdim=True)
     noise = diff.flatten(1)[:, ::NOISE_STRIDE].median(dim=1).values.view(-1, 1, 1, 1)
     return (diff - noise).clamp_(min=0.0)
 
@@ -181,14 +184,18 @@ def temporal_blend(
     grid = tuple(alpha.shape[-2:])
     previous_alpha = previous_alpha.to(alpha.dtype)
     residual = _residual(frame, previous_frame)
-    if flow is not None:  # the previous alpha carried by the flow where that fits this frame better
-        moved_residual = _residual(frame, warp(previous_frame, flow))
-        better = moved_residual < residual - FLOW_MARGIN
-        residual = torch.where(better, moved_residual, residual)
-        moved = warp(previous_alpha, _resize(flow, grid, flow=True).to(alpha.dtype))
-        previous_alpha = torch.lerp(previous_alpha, moved, _resize(better.to(alpha.dtype), grid))
+    if flow is None:
+        keep = strength * (1.0 - residual / threshold).clamp(0.0, 1.0)
+        return torch.lerp(alpha, previous_alpha, _resize(keep, grid).to(alpha.dtype))
+    # the previous alpha carried by the flow where that fits this frame better
+    moved_residual = _residual(frame, warp(previous_frame, flow))
+    better = moved_residual < residual - FLOW_MARGIN
+    residual = torch.where(better, moved_residual, residual)
     keep = strength * (1.0 - residual / threshold).clamp(0.0, 1.0)
-    return torch.lerp(alpha, previous_alpha, _resize(keep, grid).to(alpha.dtype))
+    maps = _resize(torch.cat((flow, better.to(flow.dtype), keep.to(flow.dtype)), 1), grid, flow=True)
+    moved = warp(previous_alpha, maps[:, :2].to(alpha.dtype))
+    previous_alpha = torch.lerp(previous_alpha, moved, maps[:, 2:3].to(alpha.dtype))
+    return torch.lerp(alpha, previous_alpha, maps[:, 3:4].to(alpha.dtype))
 
 
 class TemporalSmoother(nn.Module):
