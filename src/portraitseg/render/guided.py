@@ -23,6 +23,11 @@ def box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
     return F.conv2d(x, kernel, groups=channels)
 
 
+#: the channel pairs (i <= j) of the guide's 3x3 covariance, and where each of its 9 entries is
+_UPPER = ((0, 0, 0, 1, 1, 2), (0, 1, 2, 1, 2, 2))
+_SYMMETRIC = (0, 1, 2, 1, 3, 4, 2, 4, 5)
+
+
 def guided_coefficients(
     guide: torch.Tensor, alpha: torch.Tensor, radius: int, eps: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -36,15 +41,16 @@ def guided_coefficients(
         ``A . guide + b`` is the filtered alpha).
     """
     b_, _, h, w = guide.shape
-    mean_i = box_mean(guide, radius)
-    mean_p = box_mean(alpha, radius)
-    ii = (guide[:, :, None] * guide[:, None]).flatten(1, 2)
-    var = box_mean(ii, radius).view(b_, 3, 3, h, w) - mean_i[:, :, None] * mean_i[:, None]
-    cov = box_mean(guide * alpha, radius) - mean_i * mean_p
+    # the window means of I, p, the 6 distinct products I_i I_j and I p, in one pass of the box filter
+    products = guide[:, _UPPER[0]] * guide[:, _UPPER[1]]
+    means = box_mean(torch.cat((guide, alpha, products, guide * alpha), 1), radius)
+    mean_i, mean_p, mean_ii, mean_ip = means.split((3, 1, 6, 3), 1)
+    var = mean_ii[:, _SYMMETRIC].view(b_, 3, 3, h, w) - mean_i[:, :, None] * mean_i[:, None]
+    cov = mean_ip - mean_i * mean_p
     var = var.permute(0, 3, 4, 1, 2) + eps * torch.eye(3, device=guide.device, dtype=guide.dtype)
     a = torch.linalg.solve(var, cov.permute(0, 2, 3, 1)[..., None])[..., 0].permute(0, 3, 1, 2)
     b = mean_p - (a * mean_i).sum(1, keepdim=True)
-    return box_mean(a, radius), box_mean(b, radius)
+    return box_mean(torch.cat((a, b), 1), radius).split((3, 1), 1)
 
 
 def guided_filter(
