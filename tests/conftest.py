@@ -4,6 +4,7 @@ the tiny training run's overrides (``from conftest import TINY``)."""
 from __future__ import annotations
 
 import os
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -120,3 +121,37 @@ def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = tmp_path_factory.mktemp("tiny_weights")
     return export_weights(tiny_checkpoint(root / "last.ckpt"), root / "model.pt")
+
+
+def make_clip(path: Path, frames: list[np.ndarray], rate: int = 10, pts: list[int] | None = None,
+              audio: bool = True, time_base: Fraction | None = None, rotation: int | None = None) -> Path:
+    """Write ``frames`` (H, W, 3) uint8 as an H.264 MP4 (CRF 10; with ``pts`` in ``time_base`` if given,
+    a display ``rotation`` in degrees if given) and a silent AAC track."""
+    import av
+
+    out = av.open(str(path), "w")
+    video = out.add_stream("libx264", rate=rate, options={"crf": "10"})
+    video.height, video.width = frames[0].shape[:2]
+    video.pix_fmt = "yuv420p"
+    if rotation is not None:
+        video.set_display_rotation(rotation)
+    if time_base is not None:
+        video.time_base = video.codec_context.time_base = time_base
+    sound = out.add_stream("aac", rate=16000) if audio else None
+    for i, rgb in enumerate(frames):
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        frame.pts = i if pts is None else pts[i]
+        if time_base is not None:
+            frame.time_base = time_base
+        for packet in video.encode(frame):
+            out.mux(packet)
+    for packet in video.encode():
+        out.mux(packet)
+    if sound is not None:
+        samples = np.zeros((2, 16000 * len(frames) // rate), np.float32)
+        chunk = av.AudioFrame.from_ndarray(samples, format="fltp", layout="stereo")
+        chunk.sample_rate, chunk.pts = 16000, 0
+        for packet in [*sound.encode(chunk), *sound.encode()]:
+            out.mux(packet)
+    out.close()
+    return path

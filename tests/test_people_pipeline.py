@@ -125,20 +125,11 @@ def test_a_clip_keeps_the_person_at_the_focus_in_every_frame(pipe, pair, tmp_pat
     frame of a clip (the same choice of people as for a photo, made frame by frame)."""
     import av
 
+    from conftest import make_clip
     from portraitseg.video.run import render_clip
 
     photo, masks = pair
-    src = tmp_path / "pair.mp4"
-    with av.open(str(src), "w") as out:
-        stream = out.add_stream("libx264", rate=10, options={"crf": "10"})
-        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
-        for i in range(4):
-            frame = av.VideoFrame.from_ndarray(photo, format="rgb24")
-            frame.pts = i
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
+    src = make_clip(tmp_path / "pair.mp4", [photo] * 4, audio=False)
     one_pass = pipe.with_options(face_pass=False)  # as clips are segmented by default
     result = render_clip(one_pass, src, tmp_path / "out.mp4", focus=centre(masks[1]))
     with av.open(str(result.path)) as clip:

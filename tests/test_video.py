@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import make_clip
 from portraitseg.cli.main import main
 from portraitseg.pipeline import PortraitPipeline
 from portraitseg.video.run import render_clip
@@ -38,36 +39,6 @@ def square_scene(h: int, w: int, x: int, size: int = 24) -> tuple[torch.Tensor, 
     alpha = np.zeros((h, w), np.float32)
     alpha[top:top + size, x:x + size] = 1
     return torch.from_numpy(gray)[None, None].expand(1, 3, h, w).clone(), torch.from_numpy(alpha)[None, None]
-
-
-def make_clip(path: Path, frames: list[np.ndarray], rate: int = 10, pts: list[int] | None = None,
-              audio: bool = True, time_base: Fraction | None = None) -> Path:
-    """Write ``frames`` (H, W, 3) uint8 as an H.264 MP4 (with ``pts`` in ``time_base`` if given) and
-    a silent AAC track."""
-    out = av.open(str(path), "w")
-    video = out.add_stream("libx264", rate=rate)
-    video.height, video.width = frames[0].shape[:2]
-    video.pix_fmt = "yuv420p"
-    if time_base is not None:
-        video.time_base = video.codec_context.time_base = time_base
-    sound = out.add_stream("aac", rate=16000) if audio else None
-    for i, rgb in enumerate(frames):
-        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-        frame.pts = i if pts is None else pts[i]
-        if time_base is not None:
-            frame.time_base = time_base
-        for packet in video.encode(frame):
-            out.mux(packet)
-    for packet in video.encode():
-        out.mux(packet)
-    if sound is not None:
-        samples = np.zeros((2, 16000 * len(frames) // rate), np.float32)
-        chunk = av.AudioFrame.from_ndarray(samples, format="fltp", layout="stereo")
-        chunk.sample_rate, chunk.pts = 16000, 0
-        for packet in [*sound.encode(chunk), *sound.encode()]:
-            out.mux(packet)
-    out.close()
-    return path
 
 
 def photo_frames(n: int, h: int = 64, w: int = 96) -> list[np.ndarray]:
@@ -396,18 +367,7 @@ def test_rotated_clip_is_rendered_upright(tmp_path, tiny_weights):
     segmented and written upright, 64x96, without the rotation; with no blur it is the picture a
     player shows."""
     frames = photo_frames(3)
-    src = tmp_path / "phone.mp4"
-    with av.open(str(src), "w") as out:
-        stream = out.add_stream("libx264", rate=10, options={"crf": "10"})
-        stream.height, stream.width, stream.pix_fmt = 64, 96, "yuv420p"
-        stream.set_display_rotation(-90)
-        for i, rgb in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            frame.pts = i
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
+    src = make_clip(tmp_path / "phone.mp4", frames, audio=False, rotation=-90)
     sharp = PortraitPipeline.from_pretrained(tiny_weights, device="cpu", render_options={"strength": 0.0})
     render_clip(sharp, src, tmp_path / "out.mp4")
     with av.open(str(tmp_path / "out.mp4")) as container:

@@ -5,9 +5,14 @@
 #   plain        the plain Helen-only recipe (control): experiment=helen_plain, 5 epochs = 1125 steps at 256 px
 #   ft_balanced  stage 2 from the bundled model, class-balanced CE: experiment=person_helen_ft, 750 steps at 320 px
 #   ft_plain     the same with plain CE
-#   long         the final stage: experiment=person_helen_long from the ft_plain weights, 2000 steps at 320 px
+#   long         stage 3: experiment=person_helen_long from the ft_plain weights, 2000 steps at 320 px
 #                (not part of the default ARMS; ARMS=long; it was run with the EMA callback, which also
 #                records the EMA of the weights: its checkpoint holds both)
+#   s384         stage 4 from the `long` weights at a 384-px input: experiment=person_helen_384, 4 x 250 =
+#                1000 steps (the stage the bundled model ends with)
+#   s320         its control: stage 3's recipe again at 320 px for 6 x 250 = 1500 steps (a 384-px step
+#                has 1.44x the pixels of a 320-px one: about the same compute)
+#                (ARMS="s384 s320" INIT=<stage-3 weights>: they were run from the stage-3 model bundled then)
 #   bash experiments/helen_parse/ablation.sh      (ARMS="plain ft_plain" to pick; then evaluate.py on each last.ckpt)
 # EXTRA: more overrides for every arm (the tests run it with a tiny model for a few steps).
 set -euo pipefail
@@ -26,8 +31,8 @@ for arm in $ARMS; do
                 loss.class_weights=null callbacks.progress_bar=null "${EXTRA_ARGS[@]}" ;;
     long) $PY train.py experiment=person_helen_long task_name=hp_long init_from=$INIT \
             callbacks.progress_bar=null "${EXTRA_ARGS[@]}" ;;
-    s384) $PY train.py experiment=person_helen_long task_name=hp_s384 init_from=$INIT data.image_size=384 \
-            trainer.max_epochs=4 callbacks.progress_bar=null "${EXTRA_ARGS[@]}" ;;
+    s384) $PY train.py experiment=person_helen_384 task_name=hp_s384 init_from=$INIT \
+            callbacks.progress_bar=null "${EXTRA_ARGS[@]}" ;;
     s320) $PY train.py experiment=person_helen_long task_name=hp_s320 init_from=$INIT \
             trainer.max_epochs=6 callbacks.progress_bar=null "${EXTRA_ARGS[@]}" ;;
     *) echo "unknown arm: $arm (plain, ft_balanced, ft_plain, long, s384, s320)" >&2; exit 2 ;;
