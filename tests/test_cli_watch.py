@@ -47,7 +47,10 @@ def test_watch_renders_each_complete_photo_once_and_ends_on_ctrl_c(tmp_path: Pat
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "portraitseg.cli.main", "render", str(inbox), "-o", str(out), "--watch",
            "--interval", str(INTERVAL), "--threads", "1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # Ctrl-C as a terminal sends it: SIGINT at its default (a shell without job control starts the
+    # background jobs it runs, and so this test run, with SIGINT ignored, and children inherit that)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         wait_for(out / "a_portrait.png", proc)
         # a photo written in chunks, slower than one chunk per interval would allow: never taken half-written
@@ -68,7 +71,11 @@ def test_watch_renders_each_complete_photo_once_and_ends_on_ctrl_c(tmp_path: Pat
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=30)
+        try:
+            stdout, stderr = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # never left running
+            raise
     assert proc.returncode == 0, stderr
     assert "Traceback" not in stderr
     assert "stopped watching" in stderr and "rendered 3 photo(s)" in stderr, stderr
