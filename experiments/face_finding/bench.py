@@ -229,7 +229,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 photos of 2 faces, 1 people-free photo")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--face-size", type=int, help="pass 2's face-crop side (default: the model's input size)")
+    parser.add_argument("--face-size", type=int,
+                        help="pass 2's face-crop side (default: the model's input size)")
     parser.add_argument("--data", default=str(SHARED))
     parser.add_argument("--out", default=str(HERE / "results.json"))
     parser.add_argument("--report", metavar="JSON", help="print the tables of a saved run and stop")
