@@ -44,25 +44,20 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from portraitseg.classes import CLASS_NAMES, FLIP_PERMUTATION, NUM_CLASSES
 from portraitseg.config import DEFAULT_MAX_PIXELS, DEFAULT_MODEL_SIZE
 from portraitseg.inputs import PipelineError, stack_images
-from portraitseg.models.inference import run_model, segment_letterboxed
+from portraitseg.models.inference import segment_letterboxed
 from portraitseg.presets import render_preset
-from portraitseg.sizing import long_side
-from portraitseg.subject.alpha import class_masks, parse_alpha
-from portraitseg.subject.crops import (
-    crop_faces,
-    frame_faces,
-    grid_window,
-    paste_faces,
-)
+from portraitseg.subject.alpha import class_masks, parse_alpha, render_parse
+from portraitseg.subject.crops import crop_faces, frame_faces, paste_faces
 from portraitseg.subject.faces import MIN_FACE, FaceFinder
 from portraitseg.subject.heads import MAX_FACES, face_squares, find_heads, label_regions
-from portraitseg.subject.people import PEOPLE_MODES, Focus, PeopleError, select_people
+from portraitseg.subject.options import check_choices, check_keep, check_max_pixels, check_sizes
+from portraitseg.subject.passes import two_pass_parse
+from portraitseg.subject.people import Focus, PeopleError, select_people
 from portraitseg.viz import to_uint8
 
 #: What a portrait keeps sharp: ``person`` (the learned person matte; a model without a person
@@ -74,10 +69,6 @@ PIPELINE_SUBJECTS = ("person", "person_grabcut", "face")
 #: smaller than it keep their size); the renderer upsamples the alpha to the photo and refines it
 #: there with its guided filter, which itself solves at ``1 / subsample`` of the photo.
 PARSE_SIZE = 1024
-#: How pass 2 finds faces: ``mtcnn``, a face detector (:mod:`portraitseg.subject.faces`; never
-#: on texture), or ``parse``, the head regions of the coarse parse (:func:`find_heads`; fooled by
-#: textured backgrounds). Compared in experiments/face_finding/results.md.
-FACE_FINDERS = ("mtcnn", "parse")
 
 
 @dataclass
@@ -105,34 +96,6 @@ class PortraitResult:
     notes: list[str] = field(default_factory=list)
 
 
-# --------------------------------------------------------------------------------------------
-# pure functions
-
-
-def render_parse(
-    renderer: nn.Module, image: torch.Tensor, probs: torch.Tensor, person: torch.Tensor | None = None,
-    subject: str = "person",
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The pipeline's render step on an existing parse (eval figures, training-time grids).
-
-    Args:
-        renderer: a :class:`~portraitseg.render.PortraitRenderer` (its ``keep``).
-        image: ``(B, 3, H, W)`` in [0, 1]; probs: ``(B, K, h, w)``; person: ``(B, 1, h, w)``
-            probability or ``None``.
-
-    Returns:
-        ``(portrait (B, 3, H, W), alpha (B, 1, H, W))``.
-    """
-    kept, dropped = (torch.from_numpy(m).to(probs.device)
-                     for m in class_masks(renderer.keep, probs.shape[1]))
-    alpha = parse_alpha(probs, person, kept, dropped, subject)
-    return renderer(image, alpha=alpha.to(image.dtype))
-
-
-# --------------------------------------------------------------------------------------------
-# the module
-
-
 class PortraitPipeline(nn.Module):
     """Segmenter + subject + :class:`~portraitseg.render.PortraitRenderer`: photo -> portrait.
 
@@ -157,7 +120,8 @@ class PortraitPipeline(nn.Module):
         fast: render with :func:`portraitseg.render.fast.render_portrait_fast` (else the reference).
         sync_free: pass 2 without reading anything back to the host (all ``max_faces`` crops
             parsed, unused ones weighted 0); default (None): on accelerators only.
-        faces: how pass 2 finds faces, :data:`FACE_FINDERS`: ``mtcnn`` (default) or ``parse``.
+        faces: how pass 2 finds faces (:data:`~portraitseg.subject.options.FACE_FINDERS`):
+            ``mtcnn`` (default) or ``parse``.
         min_face: the smallest face ``mtcnn`` finds (face-box width, photo pixels, >= 12);
             smaller faces are left to pass 1.
         max_pixels: refuse photos of more than this many pixels (default: the project's one
@@ -192,14 +156,9 @@ class PortraitPipeline(nn.Module):
         face_finder: nn.Module | None = None,
     ) -> None:
         super().__init__()
-        if people not in PEOPLE_MODES:
-            raise PipelineError(f"people={people!r}: choose one of {', '.join(PEOPLE_MODES)}")
-        self.people = people
-        face_size = model_size if face_size is None else face_size
-        if max_pixels is not None and (isinstance(max_pixels, bool) or not isinstance(max_pixels, int)
-                                       or max_pixels < 1):
-            raise PipelineError(f"max_pixels={max_pixels!r} must be an integer >= 1 (or None: no limit)")
-        self.max_pixels = None if max_pixels is None else int(max_pixels)
+        check_choices(people, faces, min_face)
+        self.people, self.faces = people, faces
+        self.max_pixels = check_max_pixels(max_pixels)
         self.fast = bool(fast)
         self.sync_free = sync_free
         self.segmenter = segmenter
@@ -213,32 +172,17 @@ class PortraitPipeline(nn.Module):
         self.class_names = tuple(names) or None
         self.helen = names == list(CLASS_NAMES)
         self.person_head = bool(getattr(segmenter, "person_head", False))
-        for name, value, low in (("model_size", model_size, 32), ("face_size", face_size, 32),
-                                 ("parse_size", parse_size, 32), ("max_faces", max_faces, 1),
-                                 ("person_model_size", person_model_size, 32)):
-            if isinstance(value, bool) or int(value) != value or value < low:
-                raise PipelineError(f"{name}={value!r} must be an integer >= {low}")
-        self.model_size, self.face_size = int(model_size), int(face_size)
-        self.parse_size, self.max_faces = int(parse_size), int(max_faces)
-        self.person_model_size = int(person_model_size)
+        sizes = check_sizes(model_size=model_size, face_size=model_size if face_size is None else face_size,
+                            parse_size=parse_size, max_faces=max_faces, person_model_size=person_model_size)
+        self.model_size, self.face_size = sizes["model_size"], sizes["face_size"]
+        self.parse_size, self.max_faces = sizes["parse_size"], sizes["max_faces"]
+        self.person_model_size = sizes["person_model_size"]
         self.tta = bool(tta)
         self.face_pass = bool(face_pass) and self.helen
-        if faces not in FACE_FINDERS:
-            raise PipelineError(f"faces={faces!r}: choose one of {', '.join(FACE_FINDERS)}")
-        if isinstance(min_face, bool) or not isinstance(min_face, (int, float)) or not min_face >= 12:
-            raise PipelineError(f"min_face={min_face!r} must be a number of pixels >= 12 (the face "
-                                "detector's smallest window)")
-        self.faces = faces
         if face_finder is None and faces == "mtcnn" and self.helen:
             face_finder = FaceFinder(min_face=min_face)
         self.face_finder = face_finder if faces == "mtcnn" and self.helen else None
-
-        keep = tuple(renderer.keep if keep is None else keep)
-        bad = [k for k in keep if not 0 <= int(k) < classes]
-        if not keep or bad:
-            raise PipelineError(f"keep={keep}: class ids must be in 0..{classes - 1} for this "
-                                f"{classes}-class model")
-        self.keep = tuple(sorted({int(k) for k in keep}))
+        self.keep = check_keep(renderer.keep if keep is None else keep, classes)
         #: warnings about the set-up (subject fallbacks); the CLI prints them once
         self.notes: list[str] = []
         self.subject = self._resolve_subject(subject or getattr(renderer, "subject", "person"))
@@ -341,40 +285,10 @@ class PortraitPipeline(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
         """Both passes: ``image (B, 3, H, W)`` in [0, 1] -> ``(parse (B, K, h, w) on the parse
         grid, person (B, 1, h1, w1) or None, faces (B, M, 4), face_used (B, M))``."""
-        big = (image.shape[-2], image.shape[-1])
-        probs, person = segment_letterboxed(self.segmenter, image, self.model_size, tta=self.tta,
-                                            flip_perm=self.flip_perm)
-        grid = long_side(*big, self.parse_size, upscale=False)
-        coarse = probs
-        if grid != tuple(probs.shape[-2:]):
-            coarse = F.interpolate(probs, size=grid, mode="bilinear", align_corners=False)
-        b, m = image.shape[0], self.max_faces
-        if not self.face_pass:
-            none = torch.zeros(b, m, dtype=torch.bool, device=image.device)
-            return coarse, person, image.new_zeros(b, m, 4), none
-        if self.face_finder is None:
-            boxes, area = find_heads(probs, self.head, m)
-            squares, use = face_squares(boxes, area, tuple(probs.shape[-2:]), big, face_size=self.face_size)
-        else:
-            boxes, _, found = self.face_finder(image, m)
-            squares, gain = frame_faces(boxes, big, tuple(probs.shape[-2:]), face_size=self.face_size)
-            use = found & gain
-        window = None
-        crop_squares, crop_use = squares, use
-        sync_free = self.sync_free if self.sync_free is not None else image.device.type != "cpu"
-        if not sync_free:  # reading back is free on the CPU: parse and paste real faces only
-            count = int(use.sum(1).max())
-            if count == 0:
-                return coarse, person, squares, use
-            order = use.float().argsort(dim=1, descending=True, stable=True)[:, :count]
-            crop_squares = squares.gather(1, order[..., None].expand(-1, -1, 4))
-            crop_use = use.gather(1, order)
-            window = grid_window(crop_squares[crop_use], big, grid)
-        crops = crop_faces(image, crop_squares, self.face_size)
-        logits, _ = run_model(self.segmenter, crops, tta=self.tta, flip_perm=self.flip_perm)
-        fine = logits.float().softmax(1).view(b, crop_squares.shape[1], *logits.shape[1:])
-        parse = paste_faces(coarse, fine, crop_squares, crop_use, big, window=window)
-        return parse, person, squares, use
+        return two_pass_parse(self.segmenter, image, model_size=self.model_size, parse_size=self.parse_size,
+                              face_size=self.face_size, max_faces=self.max_faces, flip_perm=self.flip_perm,
+                              head=self.head, face_pass=self.face_pass, face_finder=self.face_finder,
+                              tta=self.tta, sync_free=self.sync_free)
 
     def subject_alpha(
         self, image: torch.Tensor, parse: torch.Tensor, person: torch.Tensor | None

@@ -10,8 +10,9 @@ probability of the kept classes, ``P(dropped)`` that of the non-background class
 
 :func:`combine_alpha` is the formula on either numpy arrays (the onnxruntime runner, which imports
 no PyTorch) or torch tensors (the pipeline, differentiable); :func:`class_masks` the class
-weights both sum with; :func:`parse_alpha` the whole step on torch tensors. This module imports
-numpy only (PyTorch on first use by :func:`parse_alpha`).
+weights both sum with; :func:`parse_alpha` the whole step on torch tensors, :func:`render_parse`
+that step and a render (eval figures, training-time grids). This module imports numpy only
+(PyTorch on first use by :func:`parse_alpha` and :func:`render_parse`).
 """
 
 from __future__ import annotations
@@ -94,4 +95,26 @@ def parse_alpha(
     return combine_alpha(p_kept, p_drop, person.to(probs.dtype))
 
 
-__all__ = ["class_masks", "combine_alpha", "parse_alpha"]
+def render_parse(
+    renderer: torch.nn.Module, image: torch.Tensor, probs: torch.Tensor, person: torch.Tensor | None = None,
+    subject: str = "person",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pipeline's render step on an existing parse (eval figures, training-time grids).
+
+    Args:
+        renderer: a :class:`~portraitseg.render.PortraitRenderer` (its ``keep``).
+        image: ``(B, 3, H, W)`` in [0, 1]; probs: ``(B, K, h, w)``; person: ``(B, 1, h, w)``
+            probability or ``None``.
+
+    Returns:
+        ``(portrait (B, 3, H, W), alpha (B, 1, H, W))``.
+    """
+    import torch
+
+    kept, dropped = (torch.from_numpy(m).to(probs.device)
+                     for m in class_masks(renderer.keep, probs.shape[1]))
+    alpha = parse_alpha(probs, person, kept, dropped, subject)
+    return renderer(image, alpha=alpha.to(image.dtype))
+
+
+__all__ = ["class_masks", "combine_alpha", "parse_alpha", "render_parse"]
