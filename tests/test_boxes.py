@@ -40,3 +40,18 @@ def test_roi_align_matches_torchvision(sampling, aligned):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match=r"rois \(K, 5\)"):
         roi_align(image, boxes, (4, 4))
+
+
+def test_roi_align_reads_a_uint8_image_box_by_box():
+    """An integer image is read only under each box; the crops equal those of its float copy
+    (values kept, 0-255), boxes inside, across the border and outside included."""
+    seeded = torch.Generator().manual_seed(0)
+    image = torch.randint(0, 256, (2, 3, 60, 80), dtype=torch.uint8, generator=seeded)
+    rois = torch.tensor([[0, 10.3, 20.7, 50.2, 55.9], [1, -20.0, -10.0, 30.0, 40.0],
+                         [0, 70.0, 50.0, 95.0, 75.0], [1, 0.0, 0.0, 80.0, 60.0], [0, 30.0, 30.0, 30.5, 31.0]])
+    for sampling, aligned, scale in ((2, True, 1.0), (-1, False, 1.0), (-1, True, 0.5)):
+        got = roi_align(image, rois, (12, 12), spatial_scale=scale, sampling_ratio=sampling, aligned=aligned)
+        want = roi_align(image.float(), rois, (12, 12), spatial_scale=scale, sampling_ratio=sampling,
+                         aligned=aligned)
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got, want, atol=5e-3, rtol=0)  # coordinates normalised per region

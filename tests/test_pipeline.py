@@ -224,6 +224,33 @@ def test_fast_render_in_place_only_on_photos_it_owns():
     torch.testing.assert_close(photo, before, atol=0, rtol=0)
 
 
+def test_uint8_portrait_of_a_uint8_photo_matches_the_float_render():
+    """``dtype=torch.uint8``: the photo is read in bands as uint8 (never converted in full) and the
+    portrait written as uint8, channels-last; the same values as the float portrait quantized by
+    ``to_uint8``, and the caller's photo untouched. Large enough for several bands of the area
+    resize (256 rows) and of the fused pass."""
+    photo = torch.nn.functional.interpolate(portrait_photo(96, 128, 30, 10, 50)[None], size=(768, 1024),
+                                            mode="bilinear", align_corners=False)
+    photo8 = (photo * 255).round().byte()
+    before = photo8.clone()
+    pipe = pipeline()
+    reference = pipe(photo8)
+    out = pipe(photo8, dtype=torch.uint8)
+    assert out.portrait.dtype == torch.uint8 and out.portrait.shape == (1, 3, 768, 1024)
+    array = out.portrait[0].permute(1, 2, 0)
+    assert array.is_contiguous()  # a photo array as it is
+    diff = np.abs(array.numpy().astype(int) - to_uint8(reference.portrait[0]).astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3  # float summation order at rounding edges
+    torch.testing.assert_close(out.alpha, reference.alpha, atol=1e-5, rtol=0)
+    torch.testing.assert_close(photo8, before, atol=0, rtol=0)
+    numpy_out = pipe(photo8[0].permute(1, 2, 0).numpy(), dtype=torch.uint8)  # an (H, W, 3) array
+    torch.testing.assert_close(numpy_out.portrait, out.portrait, atol=0, rtol=0)
+    floats = pipe(photo8.float() / 255, dtype=torch.uint8)  # float photo, uint8 portrait
+    assert (floats.portrait.int() - out.portrait.int()).abs().max() <= 1
+    with pytest.raises(PipelineError, match="dtype"):
+        pipe(photo8, dtype=torch.float16)
+
+
 def test_sync_free_pass2_equals_the_cpu_shortcut():
     """The accelerator path (every crop parsed, unused ones weighted 0, no read-back) gives what the
     CPU path (real faces only, pasted in their window) gives."""

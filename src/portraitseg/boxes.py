@@ -59,7 +59,8 @@ def roi_align(
     bilinear samples over its bin (torchvision's RoIAlign; outside the image is 0).
 
     Args:
-        image: ``(B, C, H, W)``.
+        image: ``(B, C, H, W)``; an integer image (a uint8 photo) is read box by box, only the
+            pixels under each box converted to float (values kept: 0-255 stay 0-255).
         rois: ``(K, 5)`` ``batch index, x0, y0, x1, y1`` (image pixels before ``spatial_scale``).
         output_size: ``(h, w)``.
         sampling_ratio: samples per bin along each axis; <= 0: ``ceil(box side / output side)``.
@@ -77,7 +78,8 @@ def roi_align(
     extent = rois[:, 3:5] * spatial_scale - offset - start
     if not aligned:
         extent = extent.clamp(min=1.0)
-    out = image.new_zeros(len(rois), image.shape[1], ph, pw)
+    out = rois.new_zeros(len(rois), image.shape[1], ph, pw,
+                         dtype=image.dtype if image.is_floating_point() else torch.float32)
     if sampling_ratio > 0:
         grids = torch.full((len(rois), 2), sampling_ratio, dtype=torch.long)
     else:
@@ -109,11 +111,29 @@ def _align(image: torch.Tensor, start: torch.Tensor, extent: torch.Tensor, size:
     gx_n = xs / max(w - 1, 1) * 2 - 1
     coords = torch.stack([gx_n[:, None, :].expand(-1, ph * gy, -1),
                           gy_n[:, :, None].expand(-1, -1, pw * gx)], -1)  # (K, ph gy, pw gx, 2)
-    coords = coords.reshape(1, k * ph * gy, pw * gx, 2).to(image.dtype)
-    samples = F.grid_sample(image, coords, mode="bilinear", padding_mode="border", align_corners=True)
-    samples = samples.view(image.shape[1], k, ph * gy, pw * gx).transpose(0, 1)
+    if image.is_floating_point():
+        coords = coords.reshape(1, k * ph * gy, pw * gx, 2).to(image.dtype)
+        samples = F.grid_sample(image, coords, mode="bilinear", padding_mode="border", align_corners=True)
+        samples = samples.view(image.shape[1], k, ph * gy, pw * gx).transpose(0, 1)
+    else:
+        samples = torch.cat([_sample_region(image, y, x) for y, x in zip(ys, xs, strict=True)])
     samples = samples * inside[:, None].to(samples.dtype)
     return F.avg_pool2d(samples, (gy, gx)) if gy * gx > 1 else samples
+
+
+def _sample_region(image: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+    """Bilinear samples ``(1, C, len(ys), len(xs))`` at rows ``ys`` x columns ``xs`` (pixels, in
+    the image) of an integer image ``(1, C, H, W)``: only the pixels around them are converted to
+    float (their values kept, e.g. 0-255)."""
+    h, w = image.shape[-2:]
+    y0, y1 = int(ys.min()), min(int(ys.max()) + 2, h)
+    x0, x1 = int(xs.min()), min(int(xs.max()) + 2, w)
+    region = image[:, :, y0:y1, x0:x1].float()
+    ry, rx = ys - y0, xs - x0
+    gy_n = ry / max(y1 - y0 - 1, 1) * 2 - 1
+    gx_n = rx / max(x1 - x0 - 1, 1) * 2 - 1
+    coords = torch.stack([gx_n[None, :].expand(len(ys), -1), gy_n[:, None].expand(-1, len(xs))], -1)
+    return F.grid_sample(region, coords[None], mode="bilinear", padding_mode="border", align_corners=True)
 
 
 __all__ = ["batched_nms", "nms", "roi_align"]

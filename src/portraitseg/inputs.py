@@ -77,6 +77,7 @@ def stack_images(
     images: torch.Tensor | np.ndarray | Sequence[torch.Tensor | np.ndarray],
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     device: torch.device | str | None = None,
+    keep_uint8: bool = False,
 ) -> torch.Tensor:
     """Photos as one float32 ``(B, 3, H, W)`` batch in [0, 1]: the pipeline's input normaliser.
 
@@ -88,9 +89,13 @@ def stack_images(
         max_pixels: refuse photos of more than this many pixels (``H * W``), checked before any
             copy; ``None``: no limit.
         device: where numpy arrays go (default: the CPU); tensors stay where they are.
+        keep_uint8: uint8 photos stay uint8 (0-255): a view of a single RGB photo (a numpy
+            ``(H, W, 3)`` array becomes a channels-last tensor), else one new uint8 batch; for
+            consumers that read a photo in parts (:func:`portraitseg.sizing.area_resize`).
 
     Returns:
-        ``(B, 3, H, W)`` float32: ``images`` itself for a float32 RGB tensor, else a new tensor.
+        ``(B, 3, H, W)`` float32: ``images`` itself for a float32 RGB tensor, else a new tensor
+        (uint8 with ``keep_uint8`` when every photo is uint8).
 
     Raises:
         PipelineError: naming the image and the fix: no images, mixed sizes or devices, a shape,
@@ -143,13 +148,18 @@ def stack_images(
     if isinstance(images, torch.Tensor) and images.dtype == torch.float32 and images.shape[-3] == 3:
         _check_pixels(items[0], 0)
         return items[0]
-    batch = torch.empty((batch_size, 3, height, width), dtype=torch.float32, device=target)
+    uint8 = keep_uint8 and all(t.dtype == torch.uint8 for t in items)
+    if uint8 and len(items) == 1 and items[0].shape[1] == 3:
+        return items[0].to(target)
+    batch = torch.empty((batch_size, 3, height, width), dtype=torch.uint8 if uint8 else torch.float32,
+                        device=target)
     first = 0
     for t in items:  # one allocation: each input converted straight into its slice
         part = batch[first:first + t.shape[0]]
         part.copy_(t.expand(-1, 3, -1, -1) if t.shape[1] == 1 else t)
         if t.dtype in _INT_SCALE:
-            part.div_(_INT_SCALE[t.dtype])
+            if not uint8:
+                part.div_(_INT_SCALE[t.dtype])
         else:
             _check_pixels(part, first)
         first += t.shape[0]

@@ -17,15 +17,11 @@ The render is :func:`portraitseg.render.fast.render_portrait_fast` (``fast=True`
 smooth steps at reduced resolution, one fused full-resolution pass; 46-49 dB PSNR against the
 reference on 1-12 MP photos) or the reference :func:`portraitseg.render.render_portrait`.
 
-No step reads a tensor back to the host on an accelerator (no ``.item()``, no data-dependent
-shapes): pass 2 always runs ``max_faces`` crops per photo there and weights the crops that are
-not faces by 0; on the CPU, where reading back costs nothing, only real faces are parsed. The
-face detector (``faces="mtcnn"``) is the exception: its cascade's shapes depend on the photo, so it
-reads its candidates back once per batch (``faces="parse"``, the head regions of the coarse parse,
-does not). The
-explicit fallback ``subject="person_grabcut"`` (a model without a person head) and a separate
-person model (``person_model``) leave the tensors for OpenCV, as documented in
-:mod:`portraitseg.subject.grabcut`.
+On an accelerator pass 2 reads nothing back to the host (``max_faces`` crops per photo, the ones
+that are not faces weighted 0; on the CPU only real faces are parsed), except the face detector
+(``faces="mtcnn"``: its cascade's shapes depend on the photo; ``faces="parse"`` does not). The
+fallback ``subject="person_grabcut"`` and a separate ``person_model`` leave the tensors for
+OpenCV (:mod:`portraitseg.subject.grabcut`).
 
 Example::
 
@@ -51,6 +47,9 @@ from portraitseg.config import DEFAULT_MAX_PIXELS, DEFAULT_MODEL_SIZE
 from portraitseg.inputs import PipelineError, stack_images
 from portraitseg.models.inference import segment_letterboxed
 from portraitseg.presets import render_preset
+from portraitseg.render.alpha import check_range
+from portraitseg.render.fast import render_portrait_fast, store_rows
+from portraitseg.sizing import as_float
 from portraitseg.subject.alpha import class_masks, parse_alpha, render_parse
 from portraitseg.subject.crops import crop_faces, frame_faces, paste_faces
 from portraitseg.subject.faces import MIN_FACE, FaceFinder
@@ -300,12 +299,12 @@ class PortraitPipeline(nn.Module):
             from portraitseg.subject.person_model import person_alpha_from_model
 
             work = {k: v for k, v in self.person_options.items() if k == "work_size"}
-            return person_alpha_from_model(image, self.person_model, parse, self.keep,
+            return person_alpha_from_model(as_float(image), self.person_model, parse, self.keep,
                                            input_size=self.person_model_size, **work)
         if self.subject == "person_grabcut" or person is None:
             from portraitseg.subject.grabcut import person_alpha
 
-            return person_alpha(image, parse, self.keep, **self.person_options)
+            return person_alpha(as_float(image), parse, self.keep, **self.person_options)
         return parse_alpha(parse, person, self.kept, self.dropped, "person"), []
 
     def choose_people(
@@ -324,22 +323,23 @@ class PortraitPipeline(nn.Module):
             raise PipelineError(str(err)) from None
 
     def render(
-        self, image: torch.Tensor, alpha: torch.Tensor, in_place: bool = False
+        self, image: torch.Tensor, alpha: torch.Tensor, in_place: bool = False,
+        out: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The render step: ``image (B, 3, H, W)`` + ``alpha (B, 1, h, w)`` (any grid) ->
-        ``(portrait (B, 3, H, W), alpha (B, 1, H, W))`` with the renderer's options; with
-        ``in_place`` (fast render only) the portrait overwrites ``image``."""
+        """The render step: ``image (B, 3, H, W)`` (float in [0, 1], or uint8) + ``alpha (B, 1, h,
+        w)`` (any grid) -> ``(portrait (B, 3, H, W), alpha (B, 1, H, W))`` with the renderer's
+        options; with ``in_place`` (a float photo) the portrait overwrites ``image``, with ``out``
+        (float32 or uint8, :func:`~portraitseg.render.fast.render_portrait_fast`) it goes there."""
+        out = image if in_place and out is None else out
         if not self.fast:
-            return self.renderer(image, alpha=alpha)
-        from portraitseg.render.alpha import check_range
-        from portraitseg.render.fast import render_portrait_fast
-
+            portrait, alpha = self.renderer(as_float(image), alpha=alpha)
+            return (portrait, alpha) if out is None else (store_rows(out, slice(None), portrait), alpha)
         check_range(alpha, "alpha")
-        return render_portrait_fast(image, alpha, **self.renderer.options, out=image if in_place else None)
+        return render_portrait_fast(image, alpha, **self.renderer.options, out=out)
 
     def forward(
         self, images: torch.Tensor | np.ndarray | Sequence[torch.Tensor | np.ndarray],
-        focus: Focus | Sequence[Focus | None] | None = None,
+        focus: Focus | Sequence[Focus | None] | None = None, *, dtype: torch.dtype = torch.float32,
     ) -> PortraitResult:
         """Photos -> portraits (inference only: runs under ``torch.inference_mode``).
 
@@ -352,6 +352,11 @@ class PortraitPipeline(nn.Module):
                 pixels, floats in [0, 1] fractions of the width and height
                 (:func:`portraitseg.argtypes.parse_focus` reads ``"X,Y"``). A point on no person:
                 a note, and the ``people`` default. None: the ``people`` default.
+            dtype: the portrait's: ``torch.float32`` in [0, 1], or ``torch.uint8`` (0-255, the
+                values :func:`~portraitseg.viz.to_uint8` gives, channels-last:
+                ``portrait.permute(0, 2, 3, 1)`` is a contiguous ``(B, H, W, 3)`` photo array).
+                uint8 photos rendered to uint8 on the CPU are never converted to float in full
+                (a 12 MP photo: 144 MB less).
 
         Returns:
             :class:`PortraitResult`.
@@ -359,10 +364,13 @@ class PortraitPipeline(nn.Module):
         Raises:
             PipelineError: naming the image and the fix: no images, mixed sizes, a shape, channel
                 count or dtype that is not a photo, NaN/inf or out-of-range pixels, a photo over
-                ``max_pixels``, tensors on another device, a malformed ``focus``.
+                ``max_pixels``, tensors on another device, a malformed ``focus``, another ``dtype``.
         """
+        if dtype not in (torch.float32, torch.uint8):
+            raise PipelineError(f"dtype={dtype}: the portrait is torch.float32 (0-1) or torch.uint8 (0-255)")
         with torch.inference_mode():
-            image = stack_images(images, self.max_pixels, self.device)
+            uint8 = dtype == torch.uint8 and self.fast and self.device.type == "cpu"
+            image = stack_images(images, self.max_pixels, self.device, keep_uint8=uint8)
             if image.device != self.device:
                 raise PipelineError(
                     f"images are on {image.device} but the pipeline is on {self.device}; move them "
@@ -371,9 +379,14 @@ class PortraitPipeline(nn.Module):
             alpha, notes = self.subject_alpha(image, parse, person)
             alpha, chosen = self.choose_people(alpha, person, faces, tuple(image.shape[-2:]), focus)
             notes = [*notes, *chosen]
+            out = None
+            if dtype == torch.uint8:
+                b, _, h, w = image.shape
+                out = torch.empty(b, h, w, 3, dtype=torch.uint8, device=image.device).permute(0, 3, 1, 2)
             # a photo converted here (uint8, a list) is ours: the portrait may overwrite it
             owned = not isinstance(images, torch.Tensor) or image.data_ptr() != images.data_ptr()
-            portrait, alpha = self.render(image, alpha.to(image.dtype), in_place=owned)
+            portrait, alpha = self.render(image, alpha.float(), in_place=owned and image.is_floating_point(),
+                                          out=out)
         return PortraitResult(portrait, alpha, parse, person, faces, used, list(notes))
 
     def extra_repr(self) -> str:
@@ -382,20 +395,6 @@ class PortraitPipeline(nn.Module):
                 f"fast={self.fast}, people={self.people!r}")
 
 
-__all__ = [
-    "PIPELINE_SUBJECTS",
-    "PipelineError",
-    "PortraitPipeline",
-    "PortraitResult",
-    "crop_faces",
-    "face_squares",
-    "frame_faces",
-    "find_heads",
-    "label_regions",
-    "paste_faces",
-    "render_parse",
-    "render_preset",
-    "segment_letterboxed",
-    "stack_images",
-    "to_uint8",
-]
+__all__ = ["PIPELINE_SUBJECTS", "PipelineError", "PortraitPipeline", "PortraitResult", "crop_faces",
+           "face_squares", "frame_faces", "find_heads", "label_regions", "paste_faces", "render_parse",
+           "render_preset", "segment_letterboxed", "stack_images", "to_uint8"]

@@ -99,9 +99,9 @@ def render_photo(job: Job, photo: Photo, alpha: bool = False, stages: bool = Fal
     rgb = photo.rgb
     with torch.inference_mode():
         image = torch.from_numpy(rgb).to(job.pipeline.device).permute(2, 0, 1)[None]  # uint8: scaled there
-        result = job.pipeline(image, focus=job.focus)
+        result = job.pipeline(image, focus=job.focus, dtype=torch.uint8)
         del image
-        portrait = to_uint8(result.portrait[0])
+        portrait = result.portrait[0].permute(1, 2, 0).cpu().numpy()
         matte = to_uint8(result.alpha[0, 0]) if alpha else None
         figure = None
         if stages:

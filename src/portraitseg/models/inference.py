@@ -193,7 +193,7 @@ def segment_letterboxed(
 
     Args:
         model: a :class:`~portraitseg.models.Segmenter` (``segment``) or any ``image -> logits`` net.
-        image: ``(B, 3, H, W)`` in [0, 1].
+        image: ``(B, 3, H, W)`` in [0, 1], or uint8 (read in part, :func:`resize_tensor`).
         tta: average with the mirrored photo's prediction; ``flip_perm`` (``(K,)`` long, on the
             image's device) swaps left/right classes of the mirrored parse (None: no swap).
 

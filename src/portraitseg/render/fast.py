@@ -37,6 +37,7 @@ from portraitseg.render.composite import (
     falloff_weights,
 )
 from portraitseg.render.guided import guided_coefficients
+from portraitseg.sizing import area_resize, as_float
 
 #: The smallest blur sigma, in low-resolution pixels, the reduced grid must still resolve (at 1.25,
 #: a 1280x720 frame's ``disc`` render is reduced 2x: 0.17 s instead of 0.89 s for the reference
@@ -45,7 +46,7 @@ MIN_LOW_SIGMA = 1.25
 #: Largest reduction factor.
 MAX_FACTOR = 8
 #: Rows of the full-resolution photo per band of the fused pass.
-BAND = 128
+BAND = 32
 
 
 def work_factor(
@@ -112,15 +113,18 @@ def render_portrait_fast(
     fraction of its cost on large photos; see the module docstring.
 
     Args:
-        image: ``(B, 3, H, W)`` float32 in [0, 1].
+        image: ``(B, 3, H, W)`` float32 in [0, 1], or uint8 (0-255): read in bands of rows, never
+            converted to float in full.
         alpha: subject alpha ``(B, 1, h, w)`` in [0, 1], any size (e.g. the parse grid's).
         factor: reduction factor of the smooth steps (default :func:`work_factor`); 1, or a blur
             of 0, runs the reference render itself.
-        out: where to write the portrait, e.g. ``image`` itself when the caller no longer needs it
-            (each band of rows is read before it is written): saves a full-size tensor.
+        out: where to write the portrait ``(B, 3, H, W)``: float32 (e.g. ``image`` itself when the
+            caller no longer needs it: each band of rows is read before it is written), or uint8
+            (rounded and saturated, as :func:`portraitseg.viz.to_uint8`; any strides, e.g. a
+            channels-last photo array's). Default: a new float32 tensor.
 
     Returns:
-        ``(portrait (B, 3, H, W), alpha (B, 1, H, W))``.
+        ``(portrait (B, 3, H, W), alpha (B, 1, H, W) float32)``.
     """
     from portraitseg.render.portrait import render_portrait
 
@@ -132,67 +136,32 @@ def render_portrait_fast(
     short = min(big_h, big_w)
     sigma_px = float(sigma) if sigma is not None else strength * short
     radius = int(round(refine * short))
-    levels = int(falloff_levels)
     if factor is None:
-        factor = work_factor(big_h, big_w, sigma=sigma_px, falloff=falloff, levels=levels, radius=radius,
-                             feather=feather * short, mode=mode)
+        factor = work_factor(big_h, big_w, sigma=sigma_px, falloff=falloff, levels=int(falloff_levels),
+                             radius=radius, feather=feather * short, mode=mode)
     grad = torch.is_grad_enabled() and (image.requires_grad or alpha.requires_grad)
+    portrait = image.new_empty(image.shape, dtype=torch.float32) if out is None else out
     if factor <= 1 or sigma_px == 0 or grad:
-        return render_portrait(image, alpha=alpha, **options)
+        result, alpha_out = render_portrait(as_float(image), alpha=alpha, **options)
+        return (result, alpha_out) if out is None else (store_rows(portrait, slice(None), result), alpha_out)
 
     low = (max(1, round(big_h / factor)), max(1, round(big_w / factor)))
-    small = F.adaptive_avg_pool2d(image, low)
+    small = area_resize(image, low)
     check_range(small, "image", hint="; scale uint8 photos with image.float() / 255 and clamp")
     a_small = F.interpolate(alpha.to(small.dtype), size=low, mode="bilinear", align_corners=False,
                             antialias=alpha.shape[-2] > low[0]).clamp_(0.0, 1.0)
-    coeffs = None
-    r_low = max(1, round(radius / factor)) if radius > 0 else 0
-    if r_low > 0:
-        coeffs = guided_coefficients(small, a_small, r_low, refine_eps)
-        a_small = ((coeffs[0] * small).sum(1, keepdim=True) + coeffs[1]).clamp_(0.0, 1.0)
-    if feather > 0:
-        a_small = feather_alpha(a_small, feather * short / factor, method)
-        coeffs = None  # the feathered alpha is smooth: upsampled as is
-
-    fields = []
-    if coeffs is not None:
-        fields += [coeffs[0], coeffs[1]]
-    else:
-        fields.append(a_small)
-    if mode == "halo_free":
-        s_short = min(low)
-        sigmas = (max(FOREGROUND_SIGMAS[0] * s_short, 1.0), max(FOREGROUND_SIGMAS[1] * s_short, 1.0))
-        fg_small, fb, bb = blur_fusion(small, a_small, sigmas, method)
-        fields += [fb, bb]
-        inputs = _subject_free(small, a_small, fg_small, highlights, highlight_threshold)
-    else:
-        inputs = _inputs(_working(small, highlights, highlight_threshold), None, None)
-    s_low = sigma_px / factor
-    linear = highlights > 0
-
-    if falloff > 0:
-        weights = falloff_weights(a_small, falloff * short / factor, levels, method)
-        rest = sum(weights[:, k : k + 1]
-                   * _background(inputs, s_low * k / (levels - 1), blur, method, HALO_EPS, linear)
-                   for k in range(1, levels))
-        fields += [rest, weights[:, :1]]
-    else:
-        fields += [_background(inputs, s_low, blur, method, HALO_EPS, linear)]
-    del inputs
-    stack = torch.cat(fields, 1)
-
-    portrait = torch.empty_like(image) if out is None else out
-    alpha_out = image.new_empty(image.shape[0], 1, big_h, big_w)
+    stack, guided = _low_fields(small, a_small, factor=factor, short=short, sigma_low=sigma_px / factor,
+                                radius=radius, **options)
+    alpha_out = image.new_empty(image.shape[0], 1, big_h, big_w, dtype=torch.float32)
     for start in range(0, big_h, BAND):
-        stop = min(big_h, start + BAND)
-        up = _upsample_band(stack, (big_h, big_w), start, stop)
-        photo = image[:, :, start:stop]
-        if coeffs is not None:
+        rows = slice(start, min(big_h, start + BAND))
+        up = _upsample_band(stack, (big_h, big_w), rows.start, rows.stop)
+        photo = as_float(image[:, :, rows])
+        if guided:
             a = (up[:, 0:3] * photo).sum(1, keepdim=True).add_(up[:, 3:4]).clamp_(0.0, 1.0)
             at = 4
         else:
-            a = up[:, 0:1]
-            at = 1
+            a, at = up[:, 0:1], 1
         if mode == "halo_free":
             fb, bb = up[:, at : at + 3], up[:, at + 3 : at + 6]
             at += 6
@@ -204,9 +173,56 @@ def render_portrait_fast(
         background = up[:, at : at + 3]
         if falloff > 0:
             background = background.addcmul(up[:, at + 3 : at + 4], photo)
-        portrait[:, :, start:stop] = torch.lerp(background, fg, a)
-        alpha_out[:, :, start:stop] = a
+        store_rows(portrait, rows, torch.lerp(background, fg, a))
+        alpha_out[:, :, rows] = a
     return portrait, alpha_out
 
 
-__all__ = ["render_portrait_fast", "work_factor"]
+def _low_fields(
+    small: torch.Tensor, a_small: torch.Tensor, *, factor: int, short: int, sigma_low: float, radius: int,
+    blur: str, mode: str, falloff: float, falloff_levels: int, feather: float, refine_eps: float,
+    highlights: float, highlight_threshold: float, method: str, **_: object,
+) -> tuple[torch.Tensor, bool]:
+    """The smooth steps on the reduced photo ``small`` and alpha ``a_small``: the fields the fused
+    pass upsamples, stacked ``(B, C, h, w)`` (guided-filter coefficients ``A, b`` or the alpha;
+    with ``halo_free`` the blur-fusion means ``Fb, Bb``; the blurred background ``L`` and, with a
+    falloff, the sharp level's weight), and whether they start with guided-filter coefficients."""
+    coeffs = None
+    r_low = max(1, round(radius / factor)) if radius > 0 else 0
+    if r_low > 0:
+        coeffs = guided_coefficients(small, a_small, r_low, refine_eps)
+        a_small = ((coeffs[0] * small).sum(1, keepdim=True) + coeffs[1]).clamp_(0.0, 1.0)
+    if feather > 0:
+        a_small = feather_alpha(a_small, feather * short / factor, method)
+        coeffs = None  # the feathered alpha is smooth: upsampled as is
+    fields = [coeffs[0], coeffs[1]] if coeffs is not None else [a_small]
+    if mode == "halo_free":
+        s_short = min(small.shape[-2:])
+        sigmas = (max(FOREGROUND_SIGMAS[0] * s_short, 1.0), max(FOREGROUND_SIGMAS[1] * s_short, 1.0))
+        fg_small, fb, bb = blur_fusion(small, a_small, sigmas, method)
+        fields += [fb, bb]
+        inputs = _subject_free(small, a_small, fg_small, highlights, highlight_threshold)
+    else:
+        inputs = _inputs(_working(small, highlights, highlight_threshold), None, None)
+    linear, levels = highlights > 0, int(falloff_levels)
+    if falloff > 0:
+        weights = falloff_weights(a_small, falloff * short / factor, levels, method)
+        rest = sum(weights[:, k : k + 1]
+                   * _background(inputs, sigma_low * k / (levels - 1), blur, method, HALO_EPS, linear)
+                   for k in range(1, levels))
+        fields += [rest, weights[:, :1]]
+    else:
+        fields += [_background(inputs, sigma_low, blur, method, HALO_EPS, linear)]
+    return torch.cat(fields, 1), coeffs is not None
+
+
+def store_rows(out: torch.Tensor, rows: slice, value: torch.Tensor) -> torch.Tensor:
+    """``out[:, :, rows] = value`` (in [0, 1]); a uint8 ``out`` gets ``value * 255`` rounded and
+    saturated. Returns ``out``."""
+    if out.dtype == torch.uint8:
+        value = value.mul(255.0).round_().clamp_(0.0, 255.0)
+    out[:, :, rows] = value
+    return out
+
+
+__all__ = ["render_portrait_fast", "store_rows", "work_factor"]

@@ -175,13 +175,13 @@ class Engine:
         with torch.inference_mode():
             image = torch.from_numpy(photo.rgb).to(pipe.device).permute(2, 0, 1)[None]
             try:
-                result = pipe(image, focus=options.focus)
+                result = pipe(image, focus=options.focus, dtype=torch.uint8)
             except PipelineError as err:  # e.g. a focus point outside the photo
                 raise ApiError(400, str(err)) from None
             if options.alpha:
                 return Rendered(encode_image("alpha.png", to_uint8(result.alpha[0, 0])), "image/png",
                                 photo.notes + result.notes)
-            portrait = to_uint8(result.portrait[0])
+            portrait = result.portrait[0].permute(1, 2, 0).cpu().numpy()
         name = "portrait.png" if options.fmt == "PNG" else "portrait.jpg"
         body = encode_image(name, portrait, self.limits.quality, photo.icc_profile, photo.alpha)
         return Rendered(body, options.media_type, photo.notes + result.notes)

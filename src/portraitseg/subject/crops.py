@@ -56,11 +56,12 @@ def frame_faces(
 def crop_faces(image: torch.Tensor, squares: torch.Tensor, size: int = FACE_SIZE) -> torch.Tensor:
     """``(B, 3, H, W)`` photo + ``(B, M, 4)`` squares -> ``(B * M, 3, size, size)`` crops
     (:func:`portraitseg.boxes.roi_align`, averaging several samples per output pixel; outside the
-    photo is black, like the letterbox padding)."""
+    photo is black, like the letterbox padding). A uint8 photo gives crops in [0, 1] too."""
     b, m = squares.shape[:2]
     index = torch.arange(b, device=image.device, dtype=squares.dtype).repeat_interleave(m)[:, None]
     rois = torch.cat([index, squares.reshape(b * m, 4)], 1)
-    return roi_align(image, rois, (size, size), spatial_scale=1.0, sampling_ratio=2, aligned=True)
+    crops = roi_align(image, rois, (size, size), spatial_scale=1.0, sampling_ratio=2, aligned=True)
+    return crops if image.is_floating_point() else crops.div_(255.0)
 
 
 def paste_faces(

@@ -177,6 +177,8 @@ class MTCNN(nn.Module):
         from portraitseg.boxes import batched_nms
 
         b, _, h, w = image.shape
+        dtype = image.dtype if image.is_floating_point() else torch.float32
+
         def normed(x: torch.Tensor) -> torch.Tensor:  # the nets' input scaling and memory layout
             return ((x * 255.0 - 127.5) * 0.0078125).contiguous(memory_format=torch.channels_last)
 
@@ -187,14 +189,14 @@ class MTCNN(nn.Module):
             idx = (prob >= self.thresholds[0]).nonzero()  # (n, 3): image, row, column
             if len(idx) == 0:
                 continue
-            cell = idx[:, [2, 1]].to(image.dtype)
+            cell = idx[:, [2, 1]].to(dtype)
             box = torch.cat([(2 * cell + 1) / scale, (2 * cell + 12) / scale], 1).floor()
             score = prob[idx[:, 0], idx[:, 1], idx[:, 2]]
             off = offsets[idx[:, 0], :, idx[:, 1], idx[:, 2]]
             keep = batched_nms(box, score, idx[:, 0], 0.5)
             cands.append(torch.cat([box[keep], score[keep, None], off[keep]], 1))
             owners.append(idx[keep, 0])
-        empty = [image.new_zeros(0, 5) for _ in range(b)]
+        empty = [image.new_zeros(0, 5, dtype=dtype) for _ in range(b)]
         if not cands:
             return empty
         cand, owner = torch.cat(cands), torch.cat(owners)
@@ -229,15 +231,18 @@ class MTCNN(nn.Module):
 
 def _pyramid(image: torch.Tensor, scales: list[float]) -> list[tuple[float, torch.Tensor]]:
     """P-Net's levels ``(scale, image resized by it)``, area-averaged (as MTCNN's own resampling,
-    OpenCV's ``INTER_AREA``): the first from the photo, the others from the first (at most
-    :data:`MAX_LEVEL_PIXELS`), so a large photo is read once, not once per level."""
+    OpenCV's ``INTER_AREA``): the first from the photo (a uint8 one read in bands,
+    :func:`~portraitseg.sizing.area_resize`), the others from the first, so a large photo is read
+    once, not once per level."""
     import torch.nn.functional as F
+
+    from portraitseg.sizing import area_resize
 
     h, w = image.shape[-2:]
     out: list[tuple[float, torch.Tensor]] = []
     for scale in scales:
-        source = out[0][1] if out else image
-        out.append((scale, F.adaptive_avg_pool2d(source, (int(h * scale + 1), int(w * scale + 1)))))
+        size = (int(h * scale + 1), int(w * scale + 1))
+        out.append((scale, F.adaptive_avg_pool2d(out[0][1], size) if out else area_resize(image, size)))
     return out
 
 
@@ -258,7 +263,8 @@ def _crop(levels: list[tuple[float, torch.Tensor]], boxes: torch.Tensor, owner: 
           size: int) -> torch.Tensor:
     """``(N, 3, size, size)`` crops of ``boxes`` ``(N, 4)`` (photo pixels) from the photos ``owner``
     ``(N,)``, each from the coarsest of ``levels`` (:func:`_levels`) where it still spans
-    ``2 * size`` pixels, averaging over each output pixel's footprint; outside the photo is black."""
+    ``2 * size`` pixels, averaging over each output pixel's footprint; outside the photo is black.
+    The photo may be uint8 (the crops come out in [0, 1])."""
     from portraitseg.boxes import roi_align
 
     side = (boxes[:, 2:] - boxes[:, :2]).amax(1)
@@ -270,8 +276,8 @@ def _crop(levels: list[tuple[float, torch.Tensor]], boxes: torch.Tensor, owner: 
         mine = pick == i
         if mine.any():
             rois = torch.cat([owner[mine, None].to(boxes.dtype), boxes[mine]], 1)
-            out[mine] = roi_align(img, rois, (size, size), spatial_scale=scale, sampling_ratio=-1,
-                                  aligned=True)
+            crops = roi_align(img, rois, (size, size), spatial_scale=scale, sampling_ratio=-1, aligned=True)
+            out[mine] = crops if img.is_floating_point() else crops.div_(255.0)  # a uint8 photo
     return out
 
 
@@ -311,7 +317,7 @@ def find_faces(
     """Face boxes of a batch of photos.
 
     Args:
-        image: ``(B, 3, H, W)`` in [0, 1].
+        image: ``(B, 3, H, W)`` in [0, 1], or uint8 (0-255).
         detector: ``image -> list of B (N, 5) tensors`` (``x0, y0, x1, y1, score``, photo pixels),
             e.g. :class:`MTCNN`.
         max_faces: ``M``, boxes per photo (the best-scoring ones).
@@ -326,8 +332,9 @@ def find_faces(
     if max_faces < 1:
         raise ValueError(f"max_faces={max_faces!r} must be >= 1")
     b = image.shape[0]
-    boxes = image.new_zeros(b, max_faces, 4)
-    scores = image.new_zeros(b, max_faces)
+    dtype = image.dtype if image.is_floating_point() else torch.float32
+    boxes = image.new_zeros(b, max_faces, 4, dtype=dtype)
+    scores = image.new_zeros(b, max_faces, dtype=dtype)
     with torch.no_grad():
         found = detector(image)
     for i, det in enumerate(found):
