@@ -124,14 +124,14 @@ def _align(image: torch.Tensor, start: torch.Tensor, extent: torch.Tensor, size:
 def _sample_region(image: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
     """Bilinear samples ``(1, C, len(ys), len(xs))`` at rows ``ys`` x columns ``xs`` (pixels, in
     the image) of an integer image ``(1, C, H, W)``: only the pixels around them are converted to
-    float (their values kept, e.g. 0-255)."""
+    float (values kept, e.g. 0-255). One box at a time: gathering every sample's neighbours at
+    once takes as long and ~100 MB for MTCNN's 500 candidates."""
     h, w = image.shape[-2:]
     y0, y1 = int(ys.min()), min(int(ys.max()) + 2, h)
     x0, x1 = int(xs.min()), min(int(xs.max()) + 2, w)
     region = image[:, :, y0:y1, x0:x1].float()
-    ry, rx = ys - y0, xs - x0
-    gy_n = ry / max(y1 - y0 - 1, 1) * 2 - 1
-    gx_n = rx / max(x1 - x0 - 1, 1) * 2 - 1
+    gy_n = (ys - y0) / max(y1 - y0 - 1, 1) * 2 - 1
+    gx_n = (xs - x0) / max(x1 - x0 - 1, 1) * 2 - 1
     coords = torch.stack([gx_n[None, :].expand(len(ys), -1), gy_n[:, None].expand(-1, len(xs))], -1)
     return F.grid_sample(region, coords[None], mode="bilinear", padding_mode="border", align_corners=True)
 
