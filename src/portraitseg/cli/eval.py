@@ -29,8 +29,9 @@ from portraitseg.io import InputError, atomic_write, write_figure, write_image
 
 if TYPE_CHECKING:  # imported when an evaluation starts, so `eval.py --help` and config errors are quick
     import lightning as L
+    import torch
 
-    from portraitseg.data import HelenDataModule
+    from portraitseg.data import HelenDataModule, HelenDataset
     from portraitseg.lit import SegmentationModule
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -144,15 +145,11 @@ def _sample_predictions(module: SegmentationModule, dataset, n: int) -> np.ndarr
     return prediction_grid(batch["image"], batch["mask"], logits.argmax(1).cpu(), portraits)
 
 
-def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Run the evaluation described by ``cfg`` (conf/eval.yaml); returns the metrics.json dict."""
+def _prepare(cfg: DictConfig) -> None:
+    """Check ``cfg`` (a model given, known keys, render values in range); set up logging and the seed."""
     import lightning as L
-    from torch.utils.data import DataLoader
 
     from portraitseg.cli.extras import log_each_line_once
-    from portraitseg.data import collate
-    from portraitseg.lit import SegmentationModule, scores_from_confusion
-    from portraitseg.models.checkpoint import load_weights, read_model_file, resolve_model_path
 
     if not cfg.get("ckpt_path"):
         raise EvalConfigError(MISSING_CKPT)
@@ -167,6 +164,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             raise EvalConfigError(str(err)) from None
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
+
+
+def _load_module(cfg: DictConfig) -> tuple[Path, dict[str, Any], int, SegmentationModule]:
+    """The model file, its info, its number of classes and the module holding its weights."""
+    from portraitseg.lit import SegmentationModule
+    from portraitseg.models.checkpoint import load_weights, read_model_file, resolve_model_path
+
     path = resolve_model_path(cfg.ckpt_path)
     stored = read_model_file(path)
     info = stored.info
@@ -175,7 +179,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     module = SegmentationModule(net=stored.config, render=render, tta_flip=bool(cfg.tta_flip),
                                 num_log_images=0)
     load_weights(module.net, stored.state_dict, str(path))
+    return path, info, classes, module
 
+
+def _eval_data(cfg: DictConfig, classes: int, info: dict[str, Any]) -> tuple[HelenDataModule, HelenDataset]:
+    """The data module and the dataset of ``cfg.split``, warning where they differ from training."""
     with open_dict(cfg):
         cfg.data.num_classes = classes
     if "root" in cfg.data and cfg.data.root is None:
@@ -195,11 +203,20 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         log.warning("the model was trained at image_size=%s but data.image_size=%s; pass "
                     "data.image_size=%s to evaluate as trained", info["image_size"],
                     hp.image_size, info["image_size"])
-    dataset = datamodule.dataset(split, train=False, keep_original=True)
+    return datamodule, datamodule.dataset(split, train=False, keep_original=True)
+
+
+def _test_confusion(cfg: DictConfig, module: SegmentationModule, datamodule: HelenDataModule,
+                    dataset: HelenDataset) -> tuple[L.Trainer, torch.Tensor]:
+    """Test ``module`` on ``dataset`` with the configured trainer: the trainer and the (summed) confusion."""
+    from torch.utils.data import DataLoader
+
+    from portraitseg.data import collate
+
+    hp = datamodule.hparams
     loader = DataLoader(dataset, batch_size=hp.eval_batch_size or hp.batch_size, shuffle=False,
                         num_workers=hp.num_workers, collate_fn=collate,
                         persistent_workers=False, pin_memory=hp.pin_memory)
-
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()
                if isinstance(c, DictConfig) and "_target_" in c]
     trainer: L.Trainer = instantiate_checked(cfg.trainer, "trainer", logger=loggers or False)
@@ -207,16 +224,26 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     confusion = module.test_confusion
     if trainer.world_size > 1:
         confusion = trainer.strategy.reduce(confusion, reduce_op="sum")
-    confusion = confusion.cpu()
+    return trainer, confusion.cpu()
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Run the evaluation described by ``cfg`` (conf/eval.yaml); returns the metrics.json dict."""
+    from portraitseg.lit import scores_from_confusion
+
+    _prepare(cfg)
+    path, info, classes, module = _load_module(cfg)
+    datamodule, dataset = _eval_data(cfg, classes, info)
+    trainer, confusion = _test_confusion(cfg, module, datamodule, dataset)
     scores = {k: float(v) for k, v in scores_from_confusion(confusion).items()}
     result = {
         "checkpoint": str(path),
         "model": info["model"],
         "checkpoint_metrics": info["metrics"],
         "data_root": str(datamodule.root),
-        "split": split,
+        "split": cfg.split,
         "num_images": len(dataset),
-        "image_size": hp.image_size,
+        "image_size": datamodule.hparams.image_size,
         "tta_flip": bool(cfg.tta_flip),
         "resolution": "native label size (letterbox cropped, logits resized bilinearly)",
         "class_names": info["class_names"],

@@ -331,24 +331,20 @@ examples:
 """
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``portraitseg render`` and set ``func`` to :func:`run`."""
-    presets = render_presets()
-    default_preset = _default_preset()
-    parser = subparsers.add_parser(
-        "render",
-        help="render shallow depth-of-field portraits of photos",
-        description="Keep the subject sharp and blur the background like a wide-aperture lens.",
-        epilog=EPILOG.format(
-            classes=textwrap.fill(", ".join(f"{i} {n}" for i, n in enumerate(CLASS_NAMES)), 96,
-                                  initial_indent="  ", subsequent_indent="  "),
-            groups=textwrap.fill(
-                "groups: " + ", ".join(f"{g} ({'+'.join(CLASS_NAMES[c] for c in ids)})"
-                                       for g, ids in F1_GROUPS.items())
-                + ", face (all but background and hair)", 96, initial_indent="  ", subsequent_indent="    "),
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+def _epilog() -> str:
+    """:data:`EPILOG` with the class names and groups filled in."""
+    return EPILOG.format(
+        classes=textwrap.fill(", ".join(f"{i} {n}" for i, n in enumerate(CLASS_NAMES)), 96,
+                              initial_indent="  ", subsequent_indent="  "),
+        groups=textwrap.fill(
+            "groups: " + ", ".join(f"{g} ({'+'.join(CLASS_NAMES[c] for c in ids)})"
+                                   for g, ids in F1_GROUPS.items())
+            + ", face (all but background and hair)", 96, initial_indent="  ", subsequent_indent="    "),
     )
+
+
+def _add_main_arguments(parser: argparse.ArgumentParser, presets: list[str], default_preset: str) -> None:
+    """The inputs, the output folder, the models, the preset and what is kept sharp."""
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="image files, folders (their images) or glob patterns ('photos/*.jpg')")
     parser.add_argument("-o", "--output", default="portraits", metavar="OUTDIR",
@@ -375,6 +371,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--all-people", action="store_true",
                         help="keep every person sharp (default: the main subjects; people far behind "
                              "them are blurred)")
+
+
+def _add_override_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``render overrides`` group: single values replacing the preset's."""
     group = parser.add_argument_group("render overrides (on top of the preset)")
     group.add_argument("--strength", type=float_in(*RENDER_LIMITS["strength"]), metavar="X",
                        help=f"background blur sigma, fraction of the short side ({_span('strength')})")
@@ -385,6 +385,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                        help=f"alpha softening, fraction of the short side ({_span('feather')})")
     group.add_argument("--highlights", type=float_in(*RENDER_LIMITS["highlights"]), metavar="X",
                        help=f"bokeh highlight gain ({_span('highlights')}; 0: off)")
+
+
+def _add_processing_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``processing`` group: extra outputs, files, quality, model size, device and threads."""
     run_group = parser.add_argument_group("processing")
     run_group.add_argument("--stages", action="store_true",
                            help="also write <stem>_stages.jpg: input | segmentation | foreground | portrait")
@@ -409,6 +413,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     run_group.add_argument("--max-pixels", type=int_in(1), default=DEFAULT_MAX_PIXELS, metavar="N",
                            help=f"refuse larger photos (default: {DEFAULT_MAX_PIXELS:,})")
     run_group.add_argument("-q", "--quiet", action="store_true", help="print errors and warnings only")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``portraitseg render`` and set ``func`` to :func:`run`."""
+    presets = render_presets()
+    default_preset = _default_preset()
+    parser = subparsers.add_parser(
+        "render",
+        help="render shallow depth-of-field portraits of photos",
+        description="Keep the subject sharp and blur the background like a wide-aperture lens.",
+        epilog=_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_main_arguments(parser, presets, default_preset)
+    _add_override_arguments(parser)
+    _add_processing_arguments(parser)
     add_video_arguments(parser)
     add_watch_arguments(parser)
     parser.set_defaults(func=run)

@@ -104,6 +104,86 @@ def _params(n: int, seed: int, size, test_fraction: float) -> dict:
             "test_fraction": float(test_fraction)}
 
 
+def _up_to_date(root: Path, old: dict | None, params: dict, force: bool, n: int) -> bool:
+    """Whether ``root`` holds this dataset intact; a complete one of other parameters needs ``force``."""
+    if old is None or force:
+        return False
+    same = old.get("params") == params and old.get("version") == GENERATOR_VERSION
+    if same and old.get("complete") and not verify(root):
+        log.info("synthetic dataset %s is up to date (%d samples)", root, n)
+        return True
+    if not same and old.get("complete"):
+        raise FileExistsError(
+            f"{root} holds a synthetic dataset generated with {old.get('params')} "
+            f"(generator version {old.get('version')}); requested {params} (version "
+            f"{GENERATOR_VERSION}). Pass force=True (--force) to replace it, or choose "
+            "another root.")
+    return False
+
+
+def _refuse_foreign(root: Path, new_paths: list[str], ours: set[str]) -> None:
+    """Raise :class:`FileExistsError` if a path the dataset needs holds a file we did not write."""
+    foreign = [p for p in new_paths if (root / p).exists() and p not in ours]
+    if foreign:
+        raise FileExistsError(
+            f"{root} already contains files the synthetic generator did not write (e.g. "
+            f"{', '.join(str(root / p) for p in foreign[:3])}); refusing to overwrite them. "
+            "Choose an empty or new root (e.g. data/synthetic).")
+
+
+def _claim(root: Path, params: dict, ours: set[str], new_paths: list[str]) -> None:
+    """Create ``root``, list every file we may leave behind in an incomplete manifest, drop stale ones."""
+    root.mkdir(parents=True, exist_ok=True)
+    # Mark everything we may leave behind as ours before touching it, so an interrupted run can
+    # be resumed or replaced without mistaking our own files for a user's.
+    pending = {"generator": _GENERATOR, "version": GENERATOR_VERSION, "params": params,
+               "complete": False, "files": {p: None for p in sorted(ours | set(new_paths))}}
+    atomic_write(root / MANIFEST_NAME, json.dumps(pending, indent=1).encode())
+    for stale in sorted(ours - set(new_paths)):
+        (root / stale).unlink(missing_ok=True)
+
+
+def _write_samples(root: Path, plan: dict[int, dict[str, str]], params: dict,
+                   progress: bool) -> dict[str, str]:
+    """Draw and write every planned sample's image, label and layers; returns their sha256 by path."""
+    digests: dict[str, str] = {}
+    with _progress_bar(progress) as bar:
+        task = bar.add_task(f"synthetic portraits -> {root}", total=len(plan))
+        for i, files in plan.items():
+            sample = make_sample(i, params["seed"], tuple(params["size"]))
+            for key, array in (("image", sample.image), ("label", sample.label),
+                               ("background", sample.background),
+                               ("foreground", sample.foreground)):
+                data = _png_bytes(array)  # not fsynced one by one (experiments/output_writer): os.sync below
+                atomic_write(root / files[key], data, durable=False)
+                digests[files[key]] = hashlib.sha256(data).hexdigest()
+            bar.advance(task)
+    return digests
+
+
+def _write_split_lists(root: Path, plan: dict[int, dict[str, str]], n: int,
+                       test_fraction: float) -> dict[str, str]:
+    """Write ``train.txt`` and ``test.txt``; returns their sha256 by path."""
+    digests: dict[str, str] = {}
+    for split, ids in _split(n, test_fraction).items():
+        lines = "".join(f"{plan[i]['image']} {plan[i]['label']}\n" for i in ids).encode()
+        atomic_write(root / f"{split}.txt", lines)
+        digests[f"{split}.txt"] = hashlib.sha256(lines).hexdigest()
+    return digests
+
+
+def _write_manifest(root: Path, params: dict, test_fraction: float, digests: dict[str, str]) -> None:
+    """Sync the written files to disk, then write the manifest marking the dataset complete."""
+    manifest = {"generator": _GENERATOR, "version": GENERATOR_VERSION, "params": params,
+                "complete": True, "classes": list(CLASS_NAMES),
+                "splits": {k: [_sample_id(i) for i in v]
+                           for k, v in _split(params["n"], test_fraction).items()},
+                "files": dict(sorted(digests.items()))}
+    if hasattr(os, "sync"):
+        os.sync()  # every sample on disk before the manifest says the set is complete
+    atomic_write(root / MANIFEST_NAME, json.dumps(manifest, indent=1).encode())
+
+
 def generate(root: str | os.PathLike = DEFAULT_ROOT, n: int = 64, seed: int = 0,
              size: int | tuple[int, int] = 256, force: bool = False,
              test_fraction: float = 0.2, progress: bool = False) -> Path:
@@ -131,63 +211,19 @@ def generate(root: str | os.PathLike = DEFAULT_ROOT, n: int = 64, seed: int = 0,
     if root.exists() and not root.is_dir():
         raise NotADirectoryError(f"{root}: exists and is not a directory; choose another root")
     old = read_manifest(root)
-    if old is not None and not force:
-        same = old.get("params") == params and old.get("version") == GENERATOR_VERSION
-        if same and old.get("complete") and not verify(root):
-            log.info("synthetic dataset %s is up to date (%d samples)", root, n)
-            return root
-        if not same and old.get("complete"):
-            raise FileExistsError(
-                f"{root} holds a synthetic dataset generated with {old.get('params')} "
-                f"(generator version {old.get('version')}); requested {params} (version "
-                f"{GENERATOR_VERSION}). Pass force=True (--force) to replace it, or choose "
-                "another root.")
+    if _up_to_date(root, old, params, force, n):
+        return root
 
     plan = _planned_files(params["n"], test_fraction)
     new_paths = [p for files in plan.values() for p in files.values()] + ["train.txt", "test.txt"]
     ours = set(old["files"]) if old is not None else set()
-    foreign = [p for p in new_paths if (root / p).exists() and p not in ours]
-    if foreign:
-        raise FileExistsError(
-            f"{root} already contains files the synthetic generator did not write (e.g. "
-            f"{', '.join(str(root / p) for p in foreign[:3])}); refusing to overwrite them. "
-            "Choose an empty or new root (e.g. data/synthetic).")
+    _refuse_foreign(root, new_paths, ours)
 
     t0 = time.perf_counter()
-    root.mkdir(parents=True, exist_ok=True)
-    # Mark everything we may leave behind as ours before touching it, so an interrupted run can
-    # be resumed or replaced without mistaking our own files for a user's.
-    pending = {"generator": _GENERATOR, "version": GENERATOR_VERSION, "params": params,
-               "complete": False, "files": {p: None for p in sorted(ours | set(new_paths))}}
-    atomic_write(root / MANIFEST_NAME, json.dumps(pending, indent=1).encode())
-    for stale in sorted(ours - set(new_paths)):
-        (root / stale).unlink(missing_ok=True)
-
-    digests: dict[str, str] = {}
-    with _progress_bar(progress) as bar:
-        task = bar.add_task(f"synthetic portraits -> {root}", total=len(plan))
-        for i, files in plan.items():
-            sample = make_sample(i, params["seed"], tuple(params["size"]))
-            for key, array in (("image", sample.image), ("label", sample.label),
-                               ("background", sample.background),
-                               ("foreground", sample.foreground)):
-                data = _png_bytes(array)  # not fsynced one by one (experiments/output_writer): os.sync below
-                atomic_write(root / files[key], data, durable=False)
-                digests[files[key]] = hashlib.sha256(data).hexdigest()
-            bar.advance(task)
-    for split, ids in _split(params["n"], test_fraction).items():
-        lines = "".join(f"{plan[i]['image']} {plan[i]['label']}\n" for i in ids).encode()
-        atomic_write(root / f"{split}.txt", lines)
-        digests[f"{split}.txt"] = hashlib.sha256(lines).hexdigest()
-
-    manifest = {"generator": _GENERATOR, "version": GENERATOR_VERSION, "params": params,
-                "complete": True, "classes": list(CLASS_NAMES),
-                "splits": {k: [_sample_id(i) for i in v]
-                           for k, v in _split(params["n"], test_fraction).items()},
-                "files": dict(sorted(digests.items()))}
-    if hasattr(os, "sync"):
-        os.sync()  # every sample on disk before the manifest says the set is complete
-    atomic_write(root / MANIFEST_NAME, json.dumps(manifest, indent=1).encode())
+    _claim(root, params, ours, new_paths)
+    digests = _write_samples(root, plan, params, progress)
+    digests.update(_write_split_lists(root, plan, params["n"], test_fraction))
+    _write_manifest(root, params, test_fraction, digests)
     log.info("generated %d synthetic portraits (%dx%d) in %s in %.1f s", params["n"],
              *params["size"], root, time.perf_counter() - t0)
     return root
