@@ -149,8 +149,9 @@ def test_propagate_carries_the_alpha_with_the_motion():
 
 
 def test_warp_zero_and_integer_flow():
-    x = torch.rand(1, 1, 16, 20)
-    assert torch.allclose(warp(x, torch.zeros(1, 2, 16, 20)), x, atol=1e-6)
+    x = torch.rand(1, 1, 16, 20, generator=torch.Generator().manual_seed(0))
+    # the sampling grid is normalised to [-1, 1] and back: errors of ~1.5e-6 on values in [0, 1]
+    assert torch.allclose(warp(x, torch.zeros(1, 2, 16, 20)), x, atol=1e-5)
     flow = torch.zeros(1, 2, 16, 20)
     flow[:, 0] = 2  # out(p) = x(p + 2 px to the right)
     assert torch.allclose(warp(x, flow)[..., :, :-2], x[..., :, 2:], atol=1e-5)
