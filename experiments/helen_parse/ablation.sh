@@ -13,9 +13,11 @@
 #   s320         its control: stage 3's recipe again at 320 px for 6 x 250 = 1500 steps (a 384-px step
 #                has 1.44x the pixels of a 320-px one: about the same compute)
 #                (ARMS="s384 s320" INIT=<stage-3 weights>: they were run from the stage-3 model bundled then)
-#   s448         stage 5 from the stage-4 weights (the default INIT) at a 448-px input, peak lr 1.5e-4:
-#                3 x 250 = 750 steps (a 448-px step has 1.36x the pixels of a 384-px one)
+#   s448         stage 5 from the stage-4 weights at a 448-px input, peak lr 1.5e-4: experiment=person_helen_448,
+#                3 x 250 = 750 steps (a 448-px step has 1.36x the pixels of a 384-px one; the stage the
+#                bundled model ends with)
 #   s384c        its control: the same continuation at 384 px for 4 x 250 = 1000 steps
+#                (ARMS="s448 s384c" INIT=<stage-4 weights>: they were run from the stage-4 model bundled then)
 #   bash experiments/helen_parse/ablation.sh      (ARMS="plain ft_plain" to pick; then evaluate.py on each last.ckpt)
 # EXTRA: more overrides for every arm (the tests run it with a tiny model for a few steps).
 set -euo pipefail
@@ -38,8 +40,8 @@ for arm in $ARMS; do
             callbacks.progress_bar=null "${EXTRA_ARGS[@]}" ;;
     s320) $PY train.py experiment=person_helen_long task_name=hp_s320 init_from=$INIT \
             trainer.max_epochs=6 callbacks.progress_bar=null "${EXTRA_ARGS[@]}" ;;
-    s448) $PY train.py experiment=person_helen_384 task_name=hp_s448 init_from=$INIT data.image_size=448 \
-            trainer.max_epochs=3 optimizer.lr=1.5e-4 callbacks.progress_bar=null "${EXTRA_ARGS[@]}" ;;
+    s448) $PY train.py experiment=person_helen_448 task_name=hp_s448 init_from=$INIT \
+            callbacks.progress_bar=null "${EXTRA_ARGS[@]}" ;;
     s384c) $PY train.py experiment=person_helen_384 task_name=hp_s384c init_from=$INIT \
              optimizer.lr=1.5e-4 callbacks.progress_bar=null "${EXTRA_ARGS[@]}" ;;
     *) echo "unknown arm: $arm (plain, ft_balanced, ft_plain, long, s384, s320, s448, s384c)" >&2; exit 2 ;;
