@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 from portraitseg.classes import NUM_CLASSES
 from portraitseg.data.transforms import EvalTransform
 from portraitseg.lit import SegmentationModule
+from portraitseg.lit.losses import lovasz_softmax
 
 NET = {"_target_": "portraitseg.models.create_model", "arch": "fcn", "encoder_name": "resnet18",
        "encoder_weights": None, "classes": NUM_CLASSES}
@@ -91,6 +92,9 @@ def test_loss_options():
     assert torch.allclose(module.loss(logits, mask), expected)
     with pytest.raises(ValueError, match="class_weights has 3 entries for 11 classes"):
         SegmentationModule(net=NET, loss={"class_weights": [1.0, 2.0, 3.0]})
+    lovasz = SegmentationModule(net=NET, loss={"lovasz_weight": 0.5})
+    assert torch.allclose(lovasz.loss(logits, mask),
+                          F.cross_entropy(logits, mask) + 0.5 * lovasz_softmax(logits, mask))
 
 
 def test_checkpoint_hook_makes_values_plain_and_stores_val_scores():

@@ -23,7 +23,8 @@ from portraitseg.data.mixed import (
     zoom_out,
 )
 from portraitseg.io import InputError
-from portraitseg.lit.losses import parse_loss, person_loss
+from portraitseg.lit import losses
+from portraitseg.lit.losses import lovasz_softmax, parse_loss, person_loss
 from portraitseg.lit.metrics import PersonMetrics, person_scores
 from portraitseg.models import create_model
 from portraitseg.models.checkpoint import export_weights, load_segmenter
@@ -76,6 +77,65 @@ def test_ohem_averages_the_hardest_share():
         per_pixel.topk(k).values.mean().item(), rel=1e-6)
     with pytest.raises(ValueError, match="ohem"):
         parse_loss(logits, target, ohem=1.5)
+
+
+def _lovasz_reference(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Lovasz-softmax as the paper writes it: every known pixel sorted, class by class."""
+    probs = logits.softmax(1).permute(0, 2, 3, 1).reshape(-1, logits.shape[1])
+    labels = target.flatten()
+    probs, labels = probs[labels != IGNORE], labels[labels != IGNORE]
+    terms = []
+    for c in labels.unique():
+        fg = (labels == c).double()
+        errors, order = (fg - probs[:, c]).abs().sort(descending=True)
+        fg = fg[order]
+        jaccard = 1 - (fg.sum() - fg.cumsum(0)) / (fg.sum() + (1 - fg).cumsum(0))
+        jaccard[1:] = jaccard[1:] - jaccard[:-1].clone()
+        terms.append((errors * jaccard).sum())
+    return torch.stack(terms).mean()
+
+
+def test_lovasz_of_one_hot_probabilities_is_one_minus_iou():
+    torch.manual_seed(4)
+    target, pred = torch.randint(0, 11, (2, 12, 12)), torch.randint(0, 11, (2, 12, 12))
+    target[0, :5] = IGNORE
+    logits = F.one_hot(pred, 11).permute(0, 3, 1, 2).float() * 50
+    known = target != IGNORE
+    ious = [((pred == c) & (target == c)).sum() / (((pred == c) | (target == c)) & known).sum()
+            for c in target[known].unique()]
+    assert lovasz_softmax(logits, target).item() == pytest.approx(1 - torch.stack(ious).mean().item(),
+                                                                  abs=1e-6)
+    assert lovasz_softmax(F.one_hot(target.clamp(max=10), 11).permute(0, 3, 1, 2).float() * 50,
+                          target).item() < 1e-6
+
+
+def test_lovasz_matches_the_full_sort_and_its_gradient(monkeypatch):
+    torch.manual_seed(5)
+    logits = torch.randn(2, 11, 10, 10, dtype=torch.float64) * 3
+    target = torch.randint(0, 11, (2, 10, 10))
+    target[1, :, :3] = IGNORE
+    reference = _lovasz_reference(logits, target)
+    # the tail left out of the sort changes the loss by at most LOVASZ_TAIL
+    assert abs(lovasz_softmax(logits, target).item() - reference.item()) <= losses.LOVASZ_TAIL
+    monkeypatch.setattr(losses, "LOVASZ_TAIL", -1.0)  # every pixel sorted: the paper's loss exactly
+    x = logits.clone().requires_grad_(True)
+    lovasz_softmax(x, target).backward()
+    y = logits.clone().requires_grad_(True)
+    _lovasz_reference(y, target).backward()
+    assert lovasz_softmax(logits, target).item() == pytest.approx(reference.item(), rel=1e-10)
+    assert torch.allclose(x.grad, y.grad, atol=1e-12)
+    assert x.grad[1, :, :, :3].abs().max() == 0  # unknown pixels get no gradient
+    small = logits[1:, :, :4, :4].clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t: lovasz_softmax(t, target[1:, :4, :4]), (small,))
+
+
+def test_lovasz_without_known_pixels_and_bad_shapes():
+    logits = torch.randn(1, 11, 4, 4, requires_grad=True)
+    loss = lovasz_softmax(logits, torch.full((1, 4, 4), IGNORE))
+    loss.backward()
+    assert loss.item() == 0.0 and logits.grad.abs().max() == 0
+    with pytest.raises(ValueError, match=r"logits \(B, K, H, W\) and target \(B, H, W\)"):
+        lovasz_softmax(logits, torch.zeros(1, 4, 5, dtype=torch.long))
 
 
 def test_person_loss_masks_unknown_and_soft_targets():

@@ -1,4 +1,5 @@
-"""Training losses with unknown targets masked out: Helen parse CE and the person-matte loss.
+"""Training losses with unknown targets masked out: Helen parse CE, its Lovasz-softmax term and the
+person-matte loss.
 
 A pixel whose parse is unknown holds :data:`IGNORE` (255); a pixel whose person target is unknown
 holds a negative value. Neither contributes to any term (it is never read as background).
@@ -10,6 +11,9 @@ import torch
 import torch.nn.functional as F
 
 IGNORE = 255
+#: pixel errors ``|1[class] - p|`` at or below this are left out of the Lovasz sort (a confident,
+#: trained model has most pixels there); they would add at most this much to the loss
+LOVASZ_TAIL = 1e-3
 
 
 def parse_loss(
@@ -46,6 +50,57 @@ def parse_loss(
     else:
         denom = valid.sum()
     return per_pixel.sum() / denom.clamp(min=1e-6)
+
+
+def lovasz_softmax(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Lovasz-softmax loss (Berman et al., CVPR 2018): a convex surrogate of ``1 - IoU`` per class.
+
+    Computed over the known pixels of the whole batch, averaged over the classes present in the
+    target. With one-hot probabilities it equals the mean of ``1 - IoU`` of those classes exactly; it
+    weighs a thin class (a lip, a brow) by its own area, where cross-entropy weighs it by its share
+    of all pixels.
+
+    Args:
+        logits: ``(B, K, H, W)``.
+        target: ``(B, H, W)`` class ids, :data:`IGNORE` where unknown.
+
+    Returns:
+        a scalar; 0 (still attached to the graph) when no pixel is known.
+    """
+    if logits.ndim != 4 or target.shape != (logits.shape[0], *logits.shape[2:]):
+        raise ValueError(f"lovasz_softmax expects logits (B, K, H, W) and target (B, H, W), got "
+                         f"{tuple(logits.shape)} and {tuple(target.shape)}")
+    valid = target != IGNORE
+    present = target[valid].unique()
+    if present.numel() == 0:
+        return logits.sum() * 0.0
+    classes = torch.arange(logits.shape[1], device=target.device)
+    fg = (target[:, None] == classes[None, :, None, None]) & valid[:, None]  # (B, K, H, W)
+    errors = (fg.to(logits.dtype) - logits.softmax(1)).abs()
+    weights = _lovasz_weights(errors.detach(), fg, valid, present)
+    return (errors * weights).sum() / present.numel()
+
+
+def _lovasz_weights(errors: torch.Tensor, fg: torch.Tensor, valid: torch.Tensor,
+                    present: torch.Tensor) -> torch.Tensor:
+    """The Lovasz extension's weight of each pixel error ``(B, K, H, W)`` (no gradient).
+
+    Each present class's errors over the known pixels, sorted in decreasing order, get the steps of
+    the Jaccard loss along that order; other classes and unknown pixels get 0. Only the errors above
+    :data:`LOVASZ_TAIL` enter the sort: their prefix and its steps are those of the full sort, and the
+    tail (weight 0) would add at most ``LOVASZ_TAIL`` to the loss.
+    """
+    b, k, h, w = errors.shape
+    weights = errors.new_zeros(k, b * h * w)
+    for c in present.tolist():
+        e, f = errors[:, c].flatten(), fg[:, c].flatten()
+        idx = ((e > LOVASZ_TAIL) & valid.flatten()).nonzero().squeeze(1)
+        order = idx[e[idx].argsort(descending=True)]
+        f_sorted = f[order].to(e.dtype)
+        total = f.sum().to(e.dtype)
+        jaccard = 1.0 - (total - f_sorted.cumsum(0)) / (total + (1.0 - f_sorted).cumsum(0))
+        weights[c, order] = torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
+    return weights.view(k, b, h, w).transpose(0, 1)
 
 
 def person_loss(logit: torch.Tensor, target: torch.Tensor, iou_weight: float = 1.0) -> torch.Tensor:

@@ -14,7 +14,7 @@ from hydra.utils import instantiate
 
 from portraitseg.classes import NUM_CLASSES, flip_logits
 from portraitseg.io import write_image
-from portraitseg.lit.losses import parse_loss, person_loss
+from portraitseg.lit.losses import lovasz_softmax, parse_loss, person_loss
 from portraitseg.lit.metrics import HelenMetrics, PersonMetrics
 from portraitseg.lit.schedules import warmup_schedule
 from portraitseg.pipeline import render_parse
@@ -54,8 +54,10 @@ class SegmentationModule(L.LightningModule):
         scheduler: keyword arguments of :func:`portraitseg.lit.schedules.warmup_schedule`
             (without optimizer/total_steps), or ``None`` for a constant LR.
         loss: ``{"class_weights": list | None, "label_smoothing": float, "ohem": float | None,
-            "person_weight": float, "person_iou_weight": float, "render_weight": float}``;
-            ``ohem`` averages the parse CE over the hardest share of pixels only; the person head
+            "lovasz_weight": float, "person_weight": float, "person_iou_weight": float,
+            "render_weight": float}``; ``ohem`` averages the parse CE over the hardest share of
+            pixels only; ``lovasz_weight > 0`` adds a Lovasz-softmax term
+            (:func:`portraitseg.lit.losses.lovasz_softmax`) with that weight; the person head
             (when the model has one) is trained with ``person_weight`` times BCE +
             ``person_iou_weight`` soft IoU (:func:`portraitseg.lit.losses.person_loss`);
             ``render_weight > 0`` adds the render loss (:func:`portraitseg.render.render_loss`: L1
@@ -93,6 +95,7 @@ class SegmentationModule(L.LightningModule):
         )
         self.label_smoothing = float(loss.get("label_smoothing", 0.0))
         self.ohem = None if loss.get("ohem") is None else float(loss["ohem"])
+        self.lovasz_weight = float(loss.get("lovasz_weight", 0.0))
         self.person_weight = float(loss.get("person_weight", 1.0))
         self.person_iou_weight = float(loss.get("person_iou_weight", 1.0))
         self.has_person = bool(getattr(self.net, "person_head", False))
@@ -142,8 +145,12 @@ class SegmentationModule(L.LightningModule):
         return self.predict(image)[0]
 
     def loss(self, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Parse cross-entropy over the known pixels (:func:`portraitseg.lit.losses.parse_loss`)."""
-        return parse_loss(logits, mask, self.class_weights, self.label_smoothing, self.ohem)
+        """Parse cross-entropy over the known pixels (:func:`portraitseg.lit.losses.parse_loss`),
+        plus ``lovasz_weight`` times :func:`portraitseg.lit.losses.lovasz_softmax` when it is > 0."""
+        loss = parse_loss(logits, mask, self.class_weights, self.label_smoothing, self.ohem)
+        if self.lovasz_weight:
+            loss = loss + self.lovasz_weight * lovasz_softmax(logits, mask)
+        return loss
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         logits, person = self.segment(batch["image"])
