@@ -449,6 +449,17 @@ def test_cli_process_exit_codes_and_clean_stderr(tmp_path, models):
     assert "good" in proc.stdout and "_portrait.png" in proc.stdout
 
 
+def test_entry_point_flushes_its_output_before_the_fast_exit():
+    """``run`` skips the interpreter's teardown: what was printed still arrives whole, and the
+    exit status is main's."""
+    code = ("import portraitseg.cli.main as m; "
+            "m.main = lambda: print('x' * 100000) or print('done', file=__import__('sys').stderr) or 3; "
+            "m.run()")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 3
+    assert proc.stdout == "x" * 100000 + "\n" and proc.stderr == "done\n"
+
+
 def test_no_input_matched_is_a_usage_error(tmp_path, models, capsys):
     (tmp_path / "empty").mkdir()
     for spec in (tmp_path / "nothing*.png", tmp_path / "absent.jpg", tmp_path / "empty"):

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
+import os
 import sys
+from typing import NoReturn
 
 from portraitseg._version import __version__
 
@@ -30,5 +33,23 @@ def main(argv: list[str] | None = None) -> int:
     return int(args.func(args) or 0)
 
 
+def run() -> NoReturn:
+    """The console entry point: :func:`main`, then an exit without the interpreter's teardown.
+
+    Every output has been written, verified and closed when :func:`main` returns; what is left is
+    the teardown of the modules PyTorch loaded, about 0.4 s on a 2-core machine, a sixth of a
+    one-photo render. The streams and logging are flushed first. An exception (a traceback) or
+    ``SystemExit`` (``--help``, a usage error) leaves the ordinary way.
+    """
+    code = main()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (``| head``) or a closed stream
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
