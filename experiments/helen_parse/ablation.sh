@@ -19,7 +19,8 @@
 #   s384c        its control: the same continuation at 384 px for 4 x 250 = 1000 steps
 #                (ARMS="s448 s384c" INIT=<stage-4 weights>: they were run from the stage-4 model bundled then)
 #   lovasz       stage 6 from the stage-5 weights: stage 5's recipe (448 px, peak lr 1.5e-4) with a
-#                Lovasz-softmax term added to the parse CE (loss.lovasz_weight=1), 2 x 250 = 500 steps
+#                Lovasz-softmax term added to the parse CE: experiment=person_helen_lovasz
+#                (loss.lovasz_weight=1), 2 x 250 = 500 steps (the stage the bundled model ends with)
 #   s448c        its control: the same 500 steps without the Lovasz term
 #                (ARMS=lovasz and ARMS=s448c were run side by side, one thread each: OMP_NUM_THREADS=1
 #                EXTRA=data.num_workers=1)
@@ -49,8 +50,8 @@ for arm in $ARMS; do
             callbacks.progress_bar=null "${EXTRA_ARGS[@]}" ;;
     s384c) $PY train.py experiment=person_helen_384 task_name=hp_s384c init_from=$INIT \
              optimizer.lr=1.5e-4 callbacks.progress_bar=null "${EXTRA_ARGS[@]}" ;;
-    lovasz) $PY train.py experiment=person_helen_448 task_name=hp_lovasz init_from=$INIT \
-              loss.lovasz_weight=1.0 trainer.max_epochs=2 callbacks.progress_bar=null "${EXTRA_ARGS[@]}" ;;
+    lovasz) $PY train.py experiment=person_helen_lovasz task_name=hp_lovasz init_from=$INIT \
+              callbacks.progress_bar=null "${EXTRA_ARGS[@]}" ;;
     s448c) $PY train.py experiment=person_helen_448 task_name=hp_s448c init_from=$INIT \
              trainer.max_epochs=2 callbacks.progress_bar=null "${EXTRA_ARGS[@]}" ;;
     *) echo "unknown arm: $arm (plain, ft_balanced, ft_plain, long, s384, s320, s448, s384c, lovasz, s448c)" >&2
