@@ -75,7 +75,7 @@ def lovasz_softmax(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     if present.numel() == 0:
         return logits.sum() * 0.0
     classes = torch.arange(logits.shape[1], device=target.device)
-    fg = (target[:, None] == classes[None, :, None, None]) & valid[:, None]  # (B, K, H, W)
+    fg = target[:, None] == classes[None, :, None, None]  # (B, K, H, W); IGNORE is no class
     errors = (fg.to(logits.dtype) - logits.softmax(1)).abs()
     weights = _lovasz_weights(errors.detach(), fg, valid, present)
     return (errors * weights).sum() / present.numel()
