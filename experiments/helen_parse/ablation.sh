@@ -52,8 +52,8 @@ for arm in $ARMS; do
              optimizer.lr=1.5e-4 callbacks.progress_bar=null "${EXTRA_ARGS[@]}" ;;
     lovasz) $PY train.py experiment=person_helen_lovasz task_name=hp_lovasz init_from=$INIT \
               callbacks.progress_bar=null "${EXTRA_ARGS[@]}" ;;
-    s448c) $PY train.py experiment=person_helen_448 task_name=hp_s448c init_from=$INIT \
-             trainer.max_epochs=2 callbacks.progress_bar=null "${EXTRA_ARGS[@]}" ;;
+    s448c) $PY train.py experiment=person_helen_lovasz task_name=hp_s448c init_from=$INIT \
+             loss.lovasz_weight=0.0 callbacks.progress_bar=null "${EXTRA_ARGS[@]}" ;;
     *) echo "unknown arm: $arm (plain, ft_balanced, ft_plain, long, s384, s320, s448, s384c, lovasz, s448c)" >&2
        exit 2 ;;
   esac
