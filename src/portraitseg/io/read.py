@@ -125,8 +125,8 @@ def read_photo(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
         warnings.warn(f"{path}: has {frames} frames (an animated or multi-page image); only the first "
                       "is used", MultiFrameWarning, stacklevel=3)
     profile = img.info.get("icc_profile") or None
-    try:
-        img = ImageOps.exif_transpose(img)
+    try:  # in place: without an orientation to apply, a copy would cost 36 MB at 12 MP
+        ImageOps.exif_transpose(img, in_place=True)
     except Exception:  # noqa: BLE001 - a broken EXIF block must not lose the image
         pass
     img = _to_uint8(img)
