@@ -20,14 +20,15 @@
 #                (ARMS="s448 s384c" INIT=<stage-4 weights>: they were run from the stage-4 model bundled then)
 #   lovasz       stage 6 from the stage-5 weights: stage 5's recipe (448 px, peak lr 1.5e-4) with a
 #                Lovasz-softmax term added to the parse CE: experiment=person_helen_lovasz
-#                (loss.lovasz_weight=1), 2 x 250 = 500 steps (the stage the bundled model ends with)
+#                (loss.lovasz_weight=1), 2 x 250 = 500 steps
 #   s448c        its control: the same 500 steps without the Lovasz term
 #                (ARMS=lovasz and ARMS=s448c were run side by side, one thread each: OMP_NUM_THREADS=1
 #                EXTRA=data.num_workers=1)
-#   lovasz_more  stage 7 candidate from the stage-6 weights: stage 6's recipe (Lovasz weight 1) for another
-#                500 steps
-#   lovasz_w3    its equal-budget alternative: the same 500 steps with the Lovasz term at weight 3
-#                (ARMS=lovasz_more and ARMS=lovasz_w3 side by side, one thread each, INIT=<stage-6 weights>)
+#   lovasz_w3    stage 7 from the stage-6 weights: stage 6's recipe with the Lovasz term at weight 3,
+#                another 2 x 250 = 500 steps: experiment=person_helen_lovasz_w3 (the stage the bundled
+#                model ends with)
+#   lovasz_more  its equal-budget alternative: the same 500 steps at weight 1 (stage 6's recipe again)
+#                (ARMS=lovasz_w3 and ARMS=lovasz_more side by side, one thread each, INIT=<stage-6 weights>)
 #   bash experiments/helen_parse/ablation.sh      (ARMS="plain ft_plain" to pick; then evaluate.py on each last.ckpt)
 # EXTRA: more overrides for every arm (the tests run it with a tiny model for a few steps).
 set -euo pipefail
@@ -58,12 +59,12 @@ for arm in $ARMS; do
               callbacks.progress_bar=null "${EXTRA_ARGS[@]}" ;;
     s448c) $PY train.py experiment=person_helen_lovasz task_name=hp_s448c init_from=$INIT \
              loss.lovasz_weight=0.0 callbacks.progress_bar=null "${EXTRA_ARGS[@]}" ;;
-    lovasz_more) $PY train.py experiment=person_helen_lovasz task_name=hp_lovasz_more init_from=$INIT \
-                   callbacks.progress_bar=null "${EXTRA_ARGS[@]}" ;;
-    lovasz_w3) $PY train.py experiment=person_helen_lovasz task_name=hp_lovasz_w3 init_from=$INIT \
-                 loss.lovasz_weight=3.0 callbacks.progress_bar=null "${EXTRA_ARGS[@]}" ;;
+    lovasz_w3) $PY train.py experiment=person_helen_lovasz_w3 task_name=hp_lovasz_w3 init_from=$INIT \
+                 callbacks.progress_bar=null "${EXTRA_ARGS[@]}" ;;
+    lovasz_more) $PY train.py experiment=person_helen_lovasz_w3 task_name=hp_lovasz_more init_from=$INIT \
+                   loss.lovasz_weight=1.0 callbacks.progress_bar=null "${EXTRA_ARGS[@]}" ;;
     *) echo "unknown arm: $arm (plain, ft_balanced, ft_plain, long, s384, s320, s448, s384c, lovasz, s448c," \
-            "lovasz_more, lovasz_w3)" >&2
+            "lovasz_w3, lovasz_more)" >&2
        exit 2 ;;
   esac
 done
